@@ -1,0 +1,73 @@
+"""The one document schema every reader produces and every stage passes along.
+
+A row is either *alive* (``drop_reason`` is null) or *dropped*: the stage that removed it wrote
+``drop_reason`` as ``"<stage>:<reason>"`` and the value it measured in ``drop_value``, and cleared the
+payload columns. Dropped rows travel on to the end of the build so that every input record is
+accounted for: the final step counts them by reason and, if asked, writes them to the audit output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+DOC_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("fetch_time", pa.string()),
+        pa.field("content_type", pa.string()),
+        pa.field("html", pa.large_string()),
+        pa.field("text", pa.large_string()),
+        pa.field("drop_reason", pa.string()),
+        pa.field("drop_value", pa.float64()),
+    ]
+)
+
+PAYLOAD_COLUMNS = ("html", "text")
+
+
+def stable_id(source: str, record_key: str) -> str:
+    """A document id that depends only on where the record came from, never on run order."""
+    return hashlib.sha1(f"{source}\x00{record_key}".encode()).hexdigest()[:20]
+
+
+def empty_table(schema: pa.Schema = DOC_SCHEMA) -> pa.Table:
+    return schema.empty_table()
+
+
+def table_from_rows(rows: list[dict], schema: pa.Schema = DOC_SCHEMA) -> pa.Table:
+    """Build a batch from dicts; keys missing from a row are null."""
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def alive_mask(batch: pa.Table) -> pa.ChunkedArray:
+    return pc.is_null(batch["drop_reason"])
+
+
+def with_drops(batch: pa.Table, reasons: list[str | None], values: list[float | None]) -> pa.Table:
+    """Mark rows dropped where ``reasons`` is set, keeping earlier drops, and clear their payload.
+
+    ``reasons``/``values`` are full-length (one entry per row). Rows that were already dropped must be
+    passed as None so their original reason stands.
+    """
+    new_reason = pa.array(reasons, pa.string())
+    dropped = pc.is_valid(new_reason)
+    if not pc.any(dropped).as_py():
+        return batch
+    batch = _set(batch, "drop_reason", pc.coalesce(batch["drop_reason"], new_reason))
+    batch = _set(batch, "drop_value", pc.if_else(dropped, pa.array(values, pa.float64()), batch["drop_value"]))
+    for column in PAYLOAD_COLUMNS:
+        if column in batch.column_names:
+            null = pa.nulls(len(batch), batch.schema.field(column).type)
+            batch = _set(batch, column, pc.if_else(dropped, null, batch[column]))
+    return batch
+
+
+def _set(batch: pa.Table, name: str, values) -> pa.Table:
+    index = batch.schema.get_field_index(name)
+    field = batch.schema.field(index)
+    return batch.set_column(index, field, pc.cast(values, field.type))

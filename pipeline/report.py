@@ -1,0 +1,61 @@
+"""What a finished build tells people: a console summary and an MLflow run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model import tracking
+
+
+def funnel(manifest: dict[str, Any]) -> list[tuple[str, int]]:
+    """Documents remaining after each stage, starting with every record read."""
+    return [("records", manifest["records"])] + [(s["name"], s["docs_out"]) for s in manifest["stages"]]
+
+
+def summary_table(manifest: dict[str, Any], seconds: dict[str, float]) -> str:
+    dataset = manifest["dataset"]
+    lines = [
+        f"dataset {dataset['name']} {dataset['version']}: {manifest['documents']:,} documents "
+        f"({manifest['text_bytes'] / 1e6:,.1f} MB of text) in {len(manifest['shards'])} shards, "
+        f"from {manifest['records']:,} records in {len(manifest['inputs'])} input files",
+        f"{'stage':<20}{'in':>10}{'out':>10}{'docs/s':>10}  dropped by reason",
+    ]
+    for stage in manifest["stages"]:
+        rate = stage["docs_in"] / seconds[stage["name"]] if seconds.get(stage["name"]) else None
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(stage["drops"].items(), key=lambda kv: -kv[1]))
+        lines.append(
+            f"{stage['name']:<20}{stage['docs_in']:>10,}{stage['docs_out']:>10,}"
+            f"{(f'{rate:,.0f}' if rate else '-'):>10}  {reasons or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def stage_metrics(manifest: dict[str, Any], seconds: dict[str, float]) -> dict[str, float]:
+    metrics: dict[str, float] = {"records": manifest["records"], "documents": manifest["documents"]}
+    metrics["text_mb"] = manifest["text_bytes"] / 1e6
+    for stage in manifest["stages"]:
+        name = stage["name"]
+        metrics[f"{name}.docs_in"] = stage["docs_in"]
+        metrics[f"{name}.docs_out"] = stage["docs_out"]
+        for reason, count in stage["drops"].items():
+            metrics[f"{name}.dropped.{reason.replace(':', '.')}"] = count
+        for counter, count in stage["counters"].items():
+            metrics[f"{name}.{counter}"] = count
+        if seconds.get(name):
+            metrics[f"{name}.docs_per_s"] = stage["docs_in"] / seconds[name]
+    if seconds.get("total"):
+        metrics["build_seconds"] = seconds["total"]
+        metrics["records_per_s"] = manifest["records"] / seconds["total"]
+    return metrics
+
+
+def log_build(manifest: dict[str, Any], seconds: dict[str, float], experiment: str) -> str:
+    """One MLflow run per build: config as params, counts as metrics, manifest and funnel as artifacts."""
+    dataset = manifest["dataset"]
+    tags = {"dataset.name": dataset["name"], "dataset.version": dataset["version"]}
+    with tracking.run(experiment, f"{dataset['name']}-{dataset['version']}", tags=tags) as active:
+        tracking.log_config(manifest["config"])
+        tracking.log_metrics(stage_metrics(manifest, seconds))
+        tracking.log_dict(manifest, "manifest.json")
+        tracking.log_figure(tracking.funnel_figure(funnel(manifest)), "funnel.png")
+        return active.info.run_id

@@ -1,0 +1,34 @@
+"""Shared fixtures. Unit tests never start Ray; integration tests share one local Ray per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pipeline.corpus import corpus_dir, corpus_path
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """The shared real-data corpus; fails (never skips) when it is missing."""
+    corpus_path()  # raises with the missing path named
+    return corpus_dir()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for every integration test in the session (2 CPUs, small object store)."""
+    import ray
+
+    # A token left in ~/.ray can make a local cluster demand authentication: say what we want.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=1_000_000_000,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,137 @@
+"""Real clusters for end-to-end tests: `ray start --head` and `mlflow server` on loopback.
+
+Both run in their own process group, on free ports, and are stopped by killing that group, so a
+test never touches another Ray on the machine (no `ray stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2)
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@dataclass
+class RayHead:
+    dashboard_url: str
+    env: dict[str, str]  # what a client needs: auth mode and token path
+
+    def submit(self, entrypoint: list[str], *, env_vars: dict[str, str] | None = None, timeout: float = 600) -> str:
+        """`ray job submit --working-dir <repo> -- <entrypoint>`; returns the job's output."""
+        runtime_env = json.dumps({"env_vars": env_vars or {}})
+        command = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard_url, "--working-dir", str(REPO),
+                   "--runtime-env-json", runtime_env, "--", *entrypoint]
+        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0 and "succeeded" in output, output[-5000:]
+        return output
+
+
+@contextmanager
+def ray_head(tmp_path: Path, *, token_auth: bool):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    if token_auth:
+        home = tmp_path / "home"
+        home.mkdir()
+        generated = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env={**env, "HOME": str(home)},
+                                   capture_output=True, text=True, check=True)
+        token = generated.stdout.strip().splitlines()[-1]
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(home / ".ray" / "auth_token"))
+    else:
+        token = None
+        env["RAY_AUTH_MODE"] = "disabled"
+    dashboard_port = free_port()
+    command = [
+        str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}", "--object-store-memory=500000000",
+    ]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
+                               stdout=open(tmp_path / "ray-head.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        wait_for_http(f"{url}/api/version", 120, process, headers)
+        yield RayHead(url, env)
+    finally:
+        stop_group(process)
+
+
+@contextmanager
+def mlflow_server(tmp_path: Path):
+    """The same `mlflow server` the Deployment runs, with a SQLite backend instead of PostgreSQL."""
+    port = free_port()
+    command = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+        "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
+    ]
+    process = subprocess.Popen(command, cwd=tmp_path, start_new_session=True,
+                               stdout=open(tmp_path / "mlflow-server.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", 120, process)
+        yield url
+    finally:
+        stop_group(process)
+
+
+@pytest.fixture
+def ray_head_with_token(tmp_path):
+    with ray_head(tmp_path, token_auth=True) as head:
+        yield head
+
+
+@pytest.fixture
+def mlflow_url(tmp_path):
+    with mlflow_server(tmp_path) as url:
+        yield url

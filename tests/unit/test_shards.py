@@ -1,0 +1,85 @@
+"""Shard assignment, shard files, the duplicate-id check and the atomic commit."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.documents import table_from_rows
+from pipeline.shards import (
+    MANIFEST,
+    DuplicateIdError,
+    ShardConfig,
+    VersionPaths,
+    commit,
+    is_complete,
+    prepare_staging,
+    shard_count,
+    shard_of,
+    write_shard,
+)
+
+
+def rows(ids, dropped=()):
+    return table_from_rows(
+        [
+            {"id": i, "source": f"src-{i}", "text": None if i in dropped else f"text {i}",
+             "drop_reason": "stage:reason" if i in dropped else None, "drop_value": 1.5 if i in dropped else None}
+            for i in ids
+        ]
+    )
+
+
+def test_shard_of_is_stable_and_spreads():
+    ids = pa.array([f"doc-{i}" for i in range(1000)])
+    first, second = shard_of(ids, 4).to_pylist(), shard_of(ids, 4).to_pylist()
+    assert first == second
+    assert all(150 < first.count(s) < 350 for s in range(4))
+
+
+def test_shard_count_from_bytes():
+    assert shard_count(0, 256) == 1
+    assert shard_count(600_000_000, 256) == 3
+
+
+def test_write_shard_sorts_splits_and_counts(tmp_path):
+    group = rows(["c", "a", "b", "d"], dropped={"b"})
+    group = group.append_column("_shard", pa.array([3] * 4, pa.int32()))
+    summary = write_shard(group, str(tmp_path), 8, ShardConfig()).to_pylist()[0]
+    assert summary["name"] == "part-00003-of-00008.parquet" and summary["rows"] == 3
+    assert json.loads(summary["drops"]) == {"stage:reason": 1}
+    kept = pq.read_table(tmp_path / "shards" / summary["name"])
+    assert kept["id"].to_pylist() == ["a", "c", "d"]
+    assert "drop_reason" not in kept.column_names and "html" not in kept.column_names
+    audit = pq.read_table(tmp_path / "audit" / summary["name"]).to_pylist()
+    assert audit == [{"id": "b", "url": None, "source": "src-b", "drop_reason": "stage:reason", "drop_value": 1.5}]
+
+
+def test_write_shard_is_byte_identical_whatever_the_row_order(tmp_path):
+    a = rows(["x", "y", "z"]).append_column("_shard", pa.array([0] * 3, pa.int32()))
+    b = a.take([2, 0, 1])
+    first = write_shard(a, str(tmp_path / "1"), 1, ShardConfig()).to_pylist()[0]
+    second = write_shard(b, str(tmp_path / "2"), 1, ShardConfig()).to_pylist()[0]
+    assert first["sha256"] == second["sha256"]
+
+
+def test_duplicate_ids_are_an_error(tmp_path):
+    group = rows(["a", "b", "a"]).append_column("_shard", pa.array([0] * 3, pa.int32()))
+    with pytest.raises(DuplicateIdError, match="'a'"):
+        write_shard(group, str(tmp_path), 1, ShardConfig())
+
+
+def test_commit_is_manifest_last_and_staging_is_discarded(tmp_path):
+    paths = VersionPaths(str(tmp_path), "v1")
+    prepare_staging(paths)
+    (tmp_path / ".v1.inprogress" / "half-written.parquet").write_bytes(b"partial")
+    assert not is_complete(paths)
+    prepare_staging(paths)  # a rerun starts clean
+    assert list((tmp_path / ".v1.inprogress").iterdir()) == []
+    commit(paths, {"documents": 0})
+    assert is_complete(paths)
+    assert json.loads((tmp_path / "v1" / MANIFEST).read_text()) == {"documents": 0}
+    assert not (tmp_path / ".v1.inprogress").exists()
