@@ -6,8 +6,12 @@ Locally, runs go to a SQLite file (``./mlflow.db``) with artifacts beside it (``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import tempfile
+import subprocess
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,8 +45,7 @@ def use_experiment(name: str) -> str:
 
 @contextmanager
 def run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    use_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, tags=tags) as active:
+    with mlflow.start_run(experiment_id=use_experiment(experiment), run_name=run_name, tags=tags) as active:
         yield active
 
 
@@ -97,5 +100,119 @@ def funnel_figure(stages: list[tuple[str, int]]):
     return figure
 
 
-def scratch_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="webllm-mlflow-")
+
+# ---------------------------------------------------------------------------------------------
+# Training runs: the driver creates the run before ``fit()``; rank 0 logs into it by id, so a
+# worker restarted after a failure continues the same run.
+
+TRAINING_EXPERIMENT = "pretraining"
+
+
+class RunLogger:
+    """Logs into an existing run by id, from any process (a Ray Train worker): no active-run state."""
+
+    def __init__(self, tracking_uri_: str, run_id: str):
+        self.client = mlflow.MlflowClient(tracking_uri_)
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+        )
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+
+def active_run_id() -> str:
+    return mlflow.active_run().info.run_id
+
+
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+
+
+def log_dataset(manifest: dict[str, Any], source: str, name: str, context: str = "training") -> str:
+    """Record the dataset a run reads as an MLflow input: where it is, and a digest of its manifest
+    (which lists every shard's sha256), so a reviewer can go from the run to the exact data. The
+    manifest itself is logged too. Returns the digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest = manifest_digest(manifest)
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": local paths, harmless
+        warnings.simplefilter("ignore")
+        dataset = MetaDataset(resolve_dataset_source(source), name=name, digest=digest[:36])
+    mlflow.log_input(dataset, context=context, tags={"manifest_sha256": digest})
+    mlflow.log_dict(manifest, f"datasets/{name}/manifest.json")
+    return digest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def register_model(artifact_path: str, name: str) -> str:
+    """Register a folder of the active run's artifacts as a new version of model ``name``; returns the version.
+
+    The source is the artifact folder itself (our checkpoint format), so
+    ``mlflow.artifacts.download_artifacts("models:/<name>/<version>")`` gives back a folder that
+    ``jobs/generate.py --checkpoint`` reads.
+    """
+    client = mlflow.MlflowClient()
+    run = mlflow.active_run()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run.info.run_id
+    )
+    return version.version
+
+
+def metric_history(key: str) -> list[tuple[int, float]]:
+    """(step, value) of a metric of the active run, by step; the last value logged for a step wins
+    (a restarted worker logs again the steps since its checkpoint)."""
+    client = mlflow.MlflowClient()
+    by_step = {}
+    for metric in sorted(client.get_metric_history(active_run_id(), key), key=lambda m: m.timestamp):
+        by_step[metric.step] = metric.value
+    return sorted(by_step.items())
+
+
+def loss_curve_figure(curves: dict[str, list[tuple[int, float]]]):
+    """Loss against step, one line per named curve (train, val)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, points in curves.items():
+        if points:
+            steps, values = zip(*points)
+            axes.plot(steps, values, label=name, marker="o" if len(points) < 30 else None)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title("Loss curve")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def git_commit() -> str:
+    """The repository's commit (with ``-dirty`` if files changed), or "unknown" outside a checkout,
+    such as the copy of the working dir that ``ray job submit`` runs from."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")

@@ -24,6 +24,7 @@ def ray_local():
     # A token left in ~/.ray can make a local cluster demand authentication: say what we want.
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(
+        address="local",  # never attach to a cluster someone else started on this machine
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=1_000_000_000,

@@ -62,7 +62,7 @@ def test_every_record_is_kept_or_counted(ray_local, corpus, tmp_path):
 
 
 def run_build_job(config: Path, *, kill_after_staging: bool = False) -> subprocess.Popen | None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": f"sqlite:///{config.parent / 'mlflow.db'}"}
+    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": f"sqlite:///{config.parent / 'mlflow.db'}"}
     command = [sys.executable, str(REPO / "jobs" / "build_dataset.py"), "--config", str(config)]
     process = subprocess.Popen(command, cwd=config.parent, env=env, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
