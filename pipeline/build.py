@@ -19,9 +19,11 @@ from typing import Any
 import ray
 
 from pipeline.chain import StageChain
-from pipeline.config import ConfigError, config_dataclass, to_dict
+from pipeline.config import ConfigError, config_dataclass, to_dict, validate
+from pipeline.dedup import INDEX_FOLDER, DedupConfig, deduplicate, write_index
 from pipeline.readers import ReadConfig, list_inputs, read_files
 from pipeline.shards import (
+    absolute,
     ShardConfig,
     VersionPaths,
     assign_shard,
@@ -79,9 +81,6 @@ class Plan:
             if name == DEDUP:
                 if self.dedup_config is not None:
                     raise ConfigError(f"stages.{index}.dedup: dedup may appear only once")
-                from pipeline.dedup import DedupConfig
-                from pipeline.config import validate
-
                 self.dedup_config = validate(DedupConfig, options, prefix=f"stages.{index}.dedup")
                 self.segments.append([])
             else:
@@ -125,9 +124,14 @@ class BuildResult(dict):
     skipped: bool = False
 
 
-def build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
+def build(config: BuildConfig, overwrite: bool = False, previous_index: str | None = None) -> BuildResult:
+    """Build (or find complete) the version ``config`` names.
+
+    ``previous_index``: the dedup index of an earlier version; new documents that duplicate
+    anything in it are removed, and the index this build writes covers both (incremental rebuilds).
+    """
     plan = Plan(config)
-    paths = VersionPaths(config.output, config.dataset.version)
+    paths = VersionPaths(absolute(config.output), config.dataset.version)
     if is_complete(paths) and not overwrite:
         result = BuildResult(read_manifest(paths.final))
         result.seconds, result.skipped = {}, True
@@ -141,11 +145,11 @@ def build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
     ds = ray.data.from_items(inputs, override_num_blocks=max(1, len(inputs))).map_batches(
         read_files, fn_kwargs={"config": config.read}, batch_size=1, batch_format="pyarrow"
     )
+    dedup_index = None
     for position, segment in enumerate(plan.segments):
         if position > 0:
-            from pipeline.dedup import deduplicate
-
-            ds = deduplicate(ds.materialize(), plan.dedup_config)
+            deduplicated = deduplicate(ds.materialize(), plan.dedup_config, previous_index=previous_index)
+            ds, dedup_index = deduplicated.documents, deduplicated.index
         if segment:
             ds = ds.map_batches(
                 ChainActor,
@@ -170,6 +174,9 @@ def build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
     )
     stats = ray.get(collector.get.remote())
     manifest = assemble_manifest(config, plan, inputs, summaries, stats["counters"])
+    if dedup_index is not None:
+        manifest["dedup_index"] = {"path": INDEX_FOLDER, "previous": previous_index,
+                                   **write_index(dedup_index, f"{paths.staging}/{INDEX_FOLDER}", plan.dedup_config)}
     commit(paths, manifest)
 
     result = BuildResult(manifest)

@@ -71,11 +71,35 @@ MIDDLES = [
     "If you only change one habit, {advice}; the rest of the routine can stay the same.",
     "A common mistake is to forget that {thing} need attention at different times of the year.",
     "The cost is small, but the time it takes to learn about {thing} is easy to underestimate.",
-    "We asked three experienced people for their view, and each of them said to {advice}.",
+    "We asked {person} for an opinion, and the answer was to {advice}.",
     "This is also the point where {thing} start to reward the work that went into them.",
     "Local clubs are a good place to ask questions, because members have usually tried it before.",
-    "None of this needs special tools, and most of it can be done in an afternoon.",
+    "None of this needs special tools, and most of it can be done in a single {time}.",
+    "{person} once said that {thing} teach you more about patience than any book.",
+    "Our own notebook from last {time} shows how much changed after a few small adjustments.",
+    "You do not have to copy every step; pick the two or three that suit your {place}.",
+    "Prices have gone up, yet a second-hand set is often good enough for a beginner.",
+    "Keep a calendar near the door so that nobody forgets what was done and when.",
+    "The results were mixed at first, which is normal for anyone new to {thing}.",
+    "Ask at the {place} before you buy anything expensive, because they often lend equipment.",
+    "Write down the date, the conditions and what you tried, then compare after a season.",
+    "There is no single right answer, and experienced people still disagree about {thing}.",
+    "Small children can help too, as long as somebody explains why each step matters.",
+    "When something goes wrong, look first at the simplest cause before blaming the weather.",
+    "A friend of ours at the {place} keeps a list of mistakes, and it is longer than you might think.",
+    "Try to {advice} for two weeks, and then decide whether the effort was worth it.",
+    "Good habits spread quickly: once one neighbour starts, the whole street tends to follow.",
+    "It also helps to read the older guides, since many of their ideas still work today.",
+    "If the budget is tight, borrow before you buy and share the cost with a friend.",
+    "Most problems with {thing} come from rushing, so slow down and check each stage.",
+    "The {time} after a long break is always the hardest, and then the rhythm comes back.",
+    "Photographs are a simple way to see progress that you would otherwise miss.",
+    "Nobody gets it perfect, and that is exactly what makes {thing} interesting.",
 ]
+PEOPLE = ["our neighbour Margaret", "a retired teacher", "the club secretary", "a reader from the coast",
+          "an old friend", "the shop owner", "a local volunteer"]
+PLACES = ["library", "community hall", "garden centre", "town museum", "local market", "club house"]
+TIMES = ["weekend", "afternoon", "morning", "summer", "winter", "holiday"]
 CLOSERS = [
     "In the end, the people who enjoy {thing} most are the ones who keep learning from small mistakes.",
     "We will come back to {thing} in a later article, with more examples from our readers.",
@@ -131,18 +155,34 @@ class Page:
 
 
 def article_paragraphs(rng: random.Random, topic: str) -> list[str]:
+    """An opener, nine distinct body sentences in three paragraphs, and a closer.
+
+    Sentences and fill-ins are drawn without repetition inside one article, so an article never
+    repeats itself (the Gopher repetition rule would rightly drop it), and two articles share few
+    sentences (so only the planted copies are near duplicates).
+    """
     things, advice = TOPICS[topic]
     thing = rng.choice(things)
-    paragraphs = []
-    for index in range(rng.randint(4, 6)):
-        sentences = [rng.choice(OPENERS if index == 0 else MIDDLES)]
-        sentences += rng.sample(MIDDLES, rng.randint(3, 5))
-        if index == 0:
-            sentences.append(f"This guide explains what we learned about {thing} and why it worked.")
-        paragraphs.append(
-            " ".join(s.format(thing=rng.choice(things), advice=rng.choice(advice)) for s in sentences)
-        )
-    paragraphs.append(rng.choice(CLOSERS).format(thing=thing))
+    advice_left = rng.sample(advice, len(advice))
+    slots = {
+        "thing": lambda: rng.choice(things),
+        "advice": lambda: advice_left.pop() if advice_left else rng.choice(advice),
+        "person": lambda: rng.choice(PEOPLE),
+        "place": lambda: rng.choice(PLACES),
+        "time": lambda: rng.choice(TIMES),
+    }
+
+    def fill(template: str) -> str:
+        return template.format(**{name: make() for name, make in slots.items() if "{" + name + "}" in template})
+
+    body = [fill(t) for t in rng.sample(MIDDLES, 9)]
+    opener = fill(rng.choice(OPENERS).replace("{thing}", thing))
+    paragraphs = [
+        " ".join([opener, f"This guide explains what we learned about {thing} and why it worked.", *body[:3]]),
+        " ".join(body[3:6]),
+        " ".join(body[6:]),
+        rng.choice(CLOSERS).format(thing=thing),
+    ]
     return paragraphs
 
 

@@ -18,14 +18,15 @@ def summary_table(manifest: dict[str, Any], seconds: dict[str, float]) -> str:
         f"dataset {dataset['name']} {dataset['version']}: {manifest['documents']:,} documents "
         f"({manifest['text_bytes'] / 1e6:,.1f} MB of text) in {len(manifest['shards'])} shards, "
         f"from {manifest['records']:,} records in {len(manifest['inputs'])} input files",
-        f"{'stage':<20}{'in':>10}{'out':>10}{'docs/s':>10}  dropped by reason",
+        f"{'stage':<20}{'in':>10}{'out':>10}{'docs/s':>10}  dropped by reason (and in-place edits)",
     ]
     for stage in manifest["stages"]:
         rate = stage["docs_in"] / seconds[stage["name"]] if seconds.get(stage["name"]) else None
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(stage["drops"].items(), key=lambda kv: -kv[1]))
+        edits = ", ".join(f"{name} {n:,}" for name, n in stage["counters"].items() if stage["name"] != "extract")
         lines.append(
             f"{stage['name']:<20}{stage['docs_in']:>10,}{stage['docs_out']:>10,}"
-            f"{(f'{rate:,.0f}' if rate else '-'):>10}  {reasons or '-'}"
+            f"{(f'{rate:,.0f}' if rate else '-'):>10}  {reasons or '-'}{f' (edits: {edits})' if edits else ''}"
         )
     return "\n".join(lines)
 

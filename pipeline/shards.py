@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,11 @@ class VersionPaths:
     @property
     def manifest(self) -> str:
         return f"{self.final}/{MANIFEST}"
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (Ray workers do not share the driver's working directory); URLs as given."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def filesystem(path: str) -> fsspec.AbstractFileSystem:
