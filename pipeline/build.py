@@ -35,7 +35,7 @@ from pipeline.shards import (
     text_bytes,
     write_shard,
 )
-from pipeline.stages import DEDUP, build_stage, parse_stage_entry, stage_config
+from pipeline.stages import DEDUP, make_stage, parse_stage_entry, stage_config
 
 READ = "read"
 
@@ -84,7 +84,7 @@ class Plan:
                 self.dedup_config = validate(DedupConfig, options, prefix=f"stages.{index}.dedup")
                 self.segments.append([])
             else:
-                self.segments[-1].append((name, stage_config(name, options, index)))
+                self.segments[-1].append((name, stage_config(name, options, key=f"stages.{index}.{name}")))
 
 
 @ray.remote(num_cpus=0)
@@ -108,7 +108,7 @@ class ChainActor(StageChain):
     """A ``StageChain`` that reports its stats to the collector after each batch."""
 
     def __init__(self, stages: list[tuple[str, Any]], collector):
-        super().__init__([lambda name=name, config=config: build_stage(name, config) for name, config in stages])
+        super().__init__([lambda name=name, config=config: make_stage(name, config) for name, config in stages])
         self.collector = collector
 
     def __call__(self, batch):

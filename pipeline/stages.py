@@ -7,26 +7,21 @@ deduplication runs (see ``build.py``).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pipeline.config import ConfigError, validate
+from pipeline.decontaminate import Decontaminate, DecontaminateConfig
+from pipeline.extract import Extract, ExtractConfig
+from pipeline.filters import STAGES as FILTERS
 from pipeline.stage import Stage
 
 DEDUP = "dedup"
 
-# name -> (module, config class, stage class). Imported on use, so a config that names only
-# cheap stages never pays for loading fastText or trafilatura.
-REGISTRY: dict[str, tuple[str, str, str]] = {
-    "extract": ("pipeline.extract", "ExtractConfig", "Extract"),
-    "url_filter": ("pipeline.filters.url", "URLFilterConfig", "URLFilter"),
-    "language": ("pipeline.filters.language", "LanguageConfig", "LanguageFilter"),
-    "gopher_repetition": ("pipeline.filters.gopher", "GopherRepetitionConfig", "GopherRepetitionFilter"),
-    "gopher_quality": ("pipeline.filters.gopher", "GopherQualityConfig", "GopherQualityFilter"),
-    "c4_quality": ("pipeline.filters.c4", "C4QualityConfig", "C4QualityFilter"),
-    "fineweb_quality": ("pipeline.filters.fineweb", "FineWebQualityConfig", "FineWebQualityFilter"),
-    "pii": ("pipeline.filters.pii", "PIIConfig", "PIIFormatter"),
-    "decontaminate": ("pipeline.decontaminate", "DecontaminateConfig", "Decontaminate"),
+# name -> (config class, stage class); a stage's ``name`` is its key and prefixes its drop reasons.
+REGISTRY: dict[str, tuple[type, type]] = {
+    "extract": (ExtractConfig, Extract),
+    **FILTERS,
+    "decontaminate": (DecontaminateConfig, Decontaminate),
 }
 
 
@@ -36,7 +31,7 @@ def parse_stage_entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
         entry = {entry: {}}
     if not isinstance(entry, dict) or len(entry) != 1:
         raise ConfigError(f"stages.{index}: expected a one-key mapping like '- gopher_quality: {{}}'")
-    (name, options), = entry.items()
+    ((name, options),) = entry.items()
     if name != DEDUP and name not in REGISTRY:
         raise ConfigError(f"stages.{index}.{name}: unknown stage (known: {', '.join(sorted([*REGISTRY, DEDUP]))})")
     if options is not None and not isinstance(options, dict):
@@ -44,11 +39,17 @@ def parse_stage_entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
     return name, options or {}
 
 
-def stage_config(name: str, options: dict[str, Any], index: int):
-    module, config_class, _ = REGISTRY[name]
-    return validate(getattr(importlib.import_module(module), config_class), options, prefix=f"stages.{index}.{name}")
+def stage_config(name: str, options: dict[str, Any], key: str):
+    """Validate a stage's options; errors name ``<key>.<option>``."""
+    if name not in REGISTRY:
+        raise ConfigError(f"{key}: unknown stage (known: {', '.join(sorted(REGISTRY))})")
+    return validate(REGISTRY[name][0], options, prefix=key)
 
 
-def build_stage(name: str, config) -> Stage:
-    module, _, stage_class = REGISTRY[name]
-    return getattr(importlib.import_module(module), stage_class)(config)
+def make_stage(name: str, config) -> Stage:
+    return REGISTRY[name][1](config)
+
+
+def build_stage(name: str, options: dict[str, Any] | None = None) -> Stage:
+    """A stage from its name and raw options, e.g. ``build_stage("gopher_quality", {"min_words": 100})``."""
+    return make_stage(name, stage_config(name, options or {}, key=f"stages.{name}"))
