@@ -126,6 +126,11 @@ class RunLogger:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(key, _param_value(value)) for key, value in params.items()])
+
 
 def active_run_id() -> str:
     return mlflow.active_run().info.run_id

@@ -1,0 +1,124 @@
+"""The driver side of a training job: one MLflow run around one Ray Train ``TorchTrainer.fit()``.
+
+    create the MLflow run: effective config, model size, git commit, the dataset as an input
+    fit() on the workers (model/train.py), which log into that run by its id, restarts included
+    keep the result: the final checkpoint in our format and in the Hugging Face layout, the loss
+    curve, and a new version of the registered model
+
+A rerun with the same ``run.name`` and ``run.output`` continues that Ray Train run from its latest
+checkpoint (Ray Train keeps the run's state in that folder); a finished one is not trained again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.data
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from model import tracking, train_state
+from model.train import Job, TrainingTask, evaluate_worker, train_worker
+from model.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """A dataset the run reads, for MLflow's inputs: where it is and its manifest."""
+
+    name: str
+    source: str
+    manifest: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    result: ray.train.Result
+    checkpoint_dir: str  # the final training checkpoint; its model/ folder is our checkpoint format
+    run_id: str | None = None
+    registered_version: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def launch(
+    config: TrainConfig,
+    task: TrainingTask,
+    effective_config: dict[str, Any],
+    params: dict[str, Any],
+    datasets: list[DatasetInput],
+) -> Outcome:
+    """Train ``task`` as ``config`` says. ``params`` are logged beside the config (model size...)."""
+    if not config.tracking.enabled:
+        return _fit(config, task, Job(config, task))
+    tags = {"job": config.run.name}
+    with tracking.run(config.tracking.experiment, config.run.name, tags=tags) as active:
+        run_id = active.info.run_id
+        tracking.log_config(effective_config)
+        tracking.log_params({**params, "git_commit": tracking.git_commit()})
+        for dataset in datasets:
+            tracking.log_dataset(dataset.manifest, dataset.source, dataset.name)
+        outcome = _fit(config, task, Job(config, task, tracking.tracking_uri(), run_id))
+        outcome.run_id = run_id
+        _keep_final_model(outcome, task, config)
+    return outcome
+
+
+def evaluate(config: TrainConfig, task: TrainingTask) -> dict[str, Any]:
+    """The task's evaluations of its model (``model.init_from``), on the configured workers, with
+    no training: {"metrics": ..., "texts": ...}."""
+    result = _trainer(config, task, evaluate_worker, Job(config, task), name=f"{config.run.name}-evaluate").fit()
+    return result.return_value
+
+
+def _fit(config: TrainConfig, task: TrainingTask, job: Job) -> Outcome:
+    result = _trainer(config, task, train_worker, job, name=config.run.name).fit()
+    returned = result.return_value or {}
+    return Outcome(result=result, checkpoint_dir=result.checkpoint.path, history=returned.get("history", []))
+
+
+def _trainer(config: TrainConfig, task: TrainingTask, worker_function, job: Job, name: str) -> TorchTrainer:
+    # Each worker streams its data with its own Ray Data executor: their progress bars would bury
+    # the training progress line.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return TorchTrainer(
+        worker_function,
+        train_loop_config={"job": job},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.scaling.num_workers,
+            use_gpu=config.scaling.use_gpu,
+            resources_per_worker={"CPU": config.scaling.cpus_per_worker}
+            | ({"GPU": 1} if config.scaling.use_gpu else {}),
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=absolute(config.run.output),
+            failure_config=ray.train.FailureConfig(max_failures=config.scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep_last),
+            # Ray Train's own INFO lines repeat every report's metrics; the loop logs its progress.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+        datasets=task.datasets(),
+        dataset_config=task.dataset_config(),
+    )
+
+
+def _keep_final_model(outcome: Outcome, task: TrainingTask, config: TrainConfig) -> None:
+    """Log the final model (ours and the Hugging Face layout), the loss curve; register the model."""
+    checkpoint = outcome.result.checkpoint
+    with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory(prefix="webllm-export-") as scratch:
+        model_dir = Path(folder) / train_state.MODEL_DIR
+        tracking.log_artifacts(str(model_dir), "checkpoint")
+        for artifact_path, local_dir in task.exports(model_dir, Path(scratch)).items():
+            tracking.log_artifacts(str(local_dir), artifact_path)
+    curves = {"train": tracking.metric_history("loss"), "val": tracking.metric_history("val_loss")}
+    tracking.log_figure(tracking.loss_curve_figure(curves), "loss_curve.png")
+    if config.tracking.registered_model:
+        outcome.registered_version = tracking.register_model("checkpoint", config.tracking.registered_model)
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute from the current folder; a URL (s3://, gs://, ...) as it is."""
+    return path if "://" in path else str(Path(path).resolve())

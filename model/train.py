@@ -1,0 +1,328 @@
+"""The training loop that runs on every Ray Train worker, for pretraining and fine-tuning alike.
+
+What is trained comes from a ``TrainingTask``: the model, its batches, its loss and its evaluations.
+The loop does the rest, the same way for every task:
+
+    resume (Ray Train's latest checkpoint, or a configured one) or start from the seed
+    each step:  fetch the micro-batches -> forward/backward each, syncing gradients on the last only
+                -> clip -> set the scheduled learning rate -> AdamW step
+    every N steps: log (rank 0 to MLflow, a progress line), evaluate, checkpoint through Ray Train
+
+Ray Train appears only at the edges: the worker's rank and device, ``report`` (metrics and
+checkpoints) and ``get_checkpoint``; the task reads its dataset shard with ``get_dataset_shard``.
+
+Gradient accumulation is exact: each micro-batch's summed loss is divided by the number of
+predictions in the whole global batch (counted over all workers before the first backward), so any
+split of the same global batch over workers and micro-steps gives the same gradient, up to float
+rounding (tests/integration/test_train_loop.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from model import parallel, train_state
+from model.optim import build_optimizer, learning_rate_schedule, set_learning_rate
+from model.throughput import Throughput, assumed_peak_flops, progress_line
+from model.train_config import TrainConfig, accumulation_steps
+from model.tracking import RunLogger
+
+Batch = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    """Where this copy of the loop runs, for tasks that evaluate in a distributed way."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    autocast: Any  # a factory of the precision context for forward passes
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        return parallel.all_reduce_sum(values, self.device)
+
+    def all_reduce_max(self, value: int) -> int:
+        return parallel.all_reduce_max(value, self.device)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # artifact file -> text, e.g. sample generations
+
+
+class ResumableBatches(Protocol):
+    """An endless iterator of training micro-batches whose position can be saved and restored."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+class TrainingTask(Protocol):
+    """What a job trains. Built on the driver and shipped to every worker, so it holds only settings;
+    it loads what it needs (tokenizer, data) on the worker."""
+
+    sequence_length: int  # tokens per sequence the model reads
+
+    def datasets(self) -> dict[str, Any]:
+        """Driver side: the Ray Datasets for ``TorchTrainer(datasets=...)``."""
+
+    def dataset_config(self) -> ray.train.DataConfig | None:
+        """Driver side: how Ray Train hands those datasets to the workers (None: Ray's default split)."""
+
+    def build_model(self) -> nn.Module:
+        """The bare model on the CPU (random init or loaded weights); the loop wraps and moves it."""
+
+    def train_batches(self, worker: Worker, micro_batch_size: int, state: dict[str, Any] | None) -> ResumableBatches:
+        """This worker's micro-batches, from the saved position ``state`` if there is one."""
+
+    def prediction_count(self, batch: Batch) -> torch.Tensor:
+        """How many predictions (targets) the batch's loss sums over."""
+
+    def loss_sum(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The loss summed (not averaged) over the batch's predictions."""
+
+    def stream_metrics(self, batches: ResumableBatches) -> dict[str, float]:
+        """Figures about the data drawn so far (e.g. tokens per source of a mixture), logged with the loss."""
+
+    def flops_per_token(self, model: nn.Module) -> int | None:
+        """Training FLOPs per token, for MFU; None if not known."""
+
+    def evaluate(self, model: nn.Module, worker: Worker, step: int, final: bool) -> Evaluation:
+        """Called on every worker at evaluation steps (it may run collectives); rank 0's result is logged."""
+
+    def save_model(self, state: dict[str, torch.Tensor], directory: Path) -> None:
+        """Write full (unsharded) weights as the task's model format."""
+
+    def load_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
+        """Read weights written by ``save_model``."""
+
+    def exports(self, model_dir: Path, scratch: Path) -> dict[str, Path]:
+        """Driver side, at the end: other formats of the final model to keep, as artifact path -> folder."""
+
+
+@dataclass
+class Job:
+    """Everything the driver hands each worker."""
+
+    config: TrainConfig
+    task: TrainingTask
+    tracking_uri: str | None = None
+    run_id: str | None = None  # the MLflow run, created by the driver before fit()
+
+
+def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """``train_loop_per_worker`` of the TorchTrainer. Rank 0 returns the step it started from (0, or
+    the checkpoint's) and, for each step it ran, the loss, learning rate, and seconds (in all and
+    waiting for data)."""
+    job: Job = loop_config["job"]
+    config, task = job.config, job.task
+    worker, model = _set_up(config, task)
+    rank, world_size, device = worker.rank, worker.world_size, worker.device
+    optimizer = build_optimizer(model, config.optim)
+    schedule = learning_rate_schedule(config.optim, config.run.max_steps)
+    accumulation = accumulation_steps(config.batch, task.sequence_length, world_size)
+
+    step, tokens_seen, loader_state = 0, 0, None
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts this run after a failure
+    restarted = checkpoint is not None
+    if checkpoint is None and config.checkpoint.resume_from:
+        checkpoint = ray.train.Checkpoint(config.checkpoint.resume_from)
+    if checkpoint is not None:
+        step, tokens_seen, loader_state = _restore(checkpoint, model, optimizer, task, worker)
+    else:
+        train_state.seed_everything(config.run.seed + rank)  # each worker its own dropout masks
+    start_step = step
+
+    batches = task.train_batches(worker, config.batch.micro_batch_size, loader_state)
+    batch_iterator = iter(batches)
+    logger = RunLogger(job.tracking_uri, job.run_id) if rank == 0 and job.run_id else None
+    flops_per_token = task.flops_per_token(parallel.inner_module(model))
+    peak_flops = config.tracking.peak_flops_per_worker or assumed_peak_flops(device, config.scaling.cpus_per_worker)
+    meter = Throughput(config.run.max_steps)
+    if logger and not restarted:  # a restart logs into the same run, whose params are set already
+        logger.log_params({"device": _device_name(device), "world_size": world_size,
+                           "accumulation_steps": accumulation, "mfu.assumed_peak_flops_per_worker": peak_flops})
+    history: list[dict[str, float]] = []
+    log.info(f"training steps {step}..{config.run.max_steps} on {world_size} worker(s), {accumulation} "
+             f"micro-batch(es) of {config.batch.micro_batch_size} per worker per step"
+             + (f", resumed from step {step}" if step else ""))
+
+    model.train()
+    while step < config.run.max_steps:
+        started = time.perf_counter()
+        micro_batches, predictions, data_wait = [], 0.0, 0.0
+        for _ in range(accumulation):
+            waiting = time.perf_counter()
+            batch = next(batch_iterator)
+            data_wait += time.perf_counter() - waiting
+            predictions += float(task.prediction_count(batch))  # counted on the CPU: no device sync
+            micro_batches.append({name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()})
+        learning_rate = config.optim.learning_rate * schedule(step)
+        loss, grad_norm = _train_step(
+            model, optimizer, task, micro_batches, predictions, worker, learning_rate, config.optim.grad_clip
+        )
+        step += 1
+        step_tokens = sum(batch["input_ids"].numel() for batch in micro_batches) * world_size
+        tokens_seen += step_tokens
+        seconds = time.perf_counter() - started
+        meter.add_step(step_tokens, seconds, data_wait)
+        history.append({"step": step, "loss": loss, "lr": learning_rate, "seconds": seconds, "data_wait": data_wait})
+
+        final = step == config.run.max_steps
+        metrics: dict[str, float] = {}
+        if step % config.run.log_every_steps == 0 or final:
+            figures = meter.take(step)
+            metrics = {"loss": loss, "lr": learning_rate, "grad_norm": grad_norm, "tokens_seen": tokens_seen,
+                       "tokens_per_s": figures["tokens_per_s"], "data_wait_fraction": figures["data_wait_fraction"]}
+            metrics.update(task.stream_metrics(batches))
+            if flops_per_token and peak_flops:
+                per_worker = figures["tokens_per_s"] / world_size
+                metrics["mfu"] = flops_per_token * per_worker / peak_flops
+            log.info(progress_line(step, config.run.max_steps, loss, learning_rate, figures, metrics.get("mfu")))
+        if step % config.run.eval_every_steps == 0 or final:
+            evaluation = task.evaluate(model, worker, step, final)
+            model.train()
+            metrics.update(evaluation.metrics)
+            if logger:
+                for artifact_file, text in evaluation.texts.items():
+                    logger.log_text(text, artifact_file)
+            if evaluation.metrics:
+                log.info(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in evaluation.metrics.items()))
+        if logger and metrics:
+            logger.log_metrics(metrics, step)
+        if step % config.checkpoint.every_steps == 0 or final:
+            _save_checkpoint(model, optimizer, task, batches, worker, step, tokens_seen, metrics)
+        elif metrics:
+            ray.train.report({**metrics, "step": step})
+    return {"start_step": start_step, "history": history}
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _quiet_console(rank: int) -> None:
+    """One voice on the console: rank 0's progress lines. Everything else below WARNING, from any
+    library and any rank, stays in the worker's log files."""
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # it has its own handlers
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def evaluate_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """``train_loop_per_worker`` that only evaluates the task's model (``jobs/evaluate.py``);
+    rank 0 returns the metrics and texts."""
+    job: Job = loop_config["job"]
+    worker, model = _set_up(job.config, job.task)
+    evaluation = job.task.evaluate(model, worker, step=0, final=True)
+    return {"metrics": evaluation.metrics, "texts": evaluation.texts}
+
+
+def _set_up(config: TrainConfig, task: TrainingTask) -> tuple[Worker, nn.Module]:
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    _quiet_console(rank)
+    device = ray.train.torch.get_device()
+    worker = Worker(rank, world_size, device, lambda: parallel.autocast(config.parallel, device))
+    train_state.seed_everything(config.run.seed)  # the same initial weights on every worker
+    return worker, parallel.parallelize(task.build_model(), config.parallel, device, world_size)
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    task: TrainingTask,
+    micro_batches: list[Batch],
+    predictions: float,
+    worker: Worker,
+    learning_rate: float,
+    grad_clip: float,
+) -> tuple[float, float]:
+    """One optimizer step over this worker's micro-batches, which hold ``predictions`` targets;
+    returns the global batch's mean loss and the gradient norm before clipping."""
+    (global_count,) = worker.all_reduce_sum([predictions])
+    # DDP and FSDP average gradients over workers; the loss is pre-multiplied by their number so the
+    # result is the gradient of (sum over the global batch) / global_count.
+    scale = worker.world_size / global_count
+    loss_sum = torch.zeros((), device=worker.device)
+    for index, batch in enumerate(micro_batches):
+        with parallel.gradient_sync(model, enabled=index == len(micro_batches) - 1):
+            with worker.autocast():
+                batch_loss = task.loss_sum(model, batch)
+            (batch_loss * scale).backward()
+        loss_sum += batch_loss.detach().float()
+    grad_norm = parallel.clip_gradients(model, grad_clip)
+    set_learning_rate(optimizer, learning_rate)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    (global_loss,) = worker.all_reduce_sum([float(loss_sum)])
+    return global_loss / global_count, grad_norm
+
+
+def _save_checkpoint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    task: TrainingTask,
+    batches: ResumableBatches,
+    worker: Worker,
+    step: int,
+    tokens_seen: int,
+    metrics: dict[str, float],
+) -> None:
+    """Every worker writes its part into a temporary folder; Ray Train merges and persists them."""
+    model_state, optimizer_state = parallel.full_state_dicts(model, optimizer)
+    with tempfile.TemporaryDirectory(prefix="webllm-checkpoint-") as temporary:
+        directory = Path(temporary)
+        if worker.rank == 0:
+            task.save_model(model_state, directory / train_state.MODEL_DIR)
+            train_state.save_train_state(directory, optimizer=optimizer_state, step=step, tokens_seen=tokens_seen,
+                                         world_size=worker.world_size)
+        train_state.save_worker_state(directory, worker.rank, loader=batches.state_dict())
+        ray.train.report(
+            {**metrics, "step": step},
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_dir_name=train_state.checkpoint_name(step),
+        )
+    log.info(f"step {step}: checkpoint saved")
+
+
+def _restore(
+    checkpoint: ray.train.Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    task: TrainingTask,
+    worker: Worker,
+) -> tuple[int, int, dict[str, Any]]:
+    """Load a training checkpoint; returns (step, tokens seen, this worker's loader state)."""
+    with checkpoint.as_directory() as folder:
+        directory = Path(folder)
+        state = train_state.load_train_state(directory)
+        if state["world_size"] != worker.world_size:
+            # Each worker's data position and generators belong to its rank in that world size.
+            raise ValueError(f"{checkpoint.path} was written by {state['world_size']} workers: resume it with as "
+                             f"many (scaling.num_workers), not {worker.world_size}")
+        model_state = task.load_model_state(directory / train_state.MODEL_DIR)
+        worker_state = train_state.load_worker_state(directory, worker.rank)
+    parallel.load_full_state_dicts(model, optimizer, model_state, state["optimizer"])
+    train_state.restore_rng_state(worker_state["rng"])
+    return state["step"], state["tokens_seen"], worker_state["loader"]

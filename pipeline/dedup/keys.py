@@ -1,0 +1,122 @@
+"""Each alive document's bucket keys: its exact-duplicate key and one key per LSH band.
+
+``add_document_keys`` runs over document batches (``map_batches``) and appends the keys as list
+columns, so the documents and their keys are computed in one pass over the upstream pipeline.
+``key_rows`` turns those lists into one row per (key, document): the index rows, and, as graph
+nodes (``to_bucket_rows``), the input of the bucket shuffle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.exact import exact_keys
+from pipeline.dedup.index import INDEX_SCHEMA
+from pipeline.dedup.lsh import BUCKET_SCHEMA, EXACT_BAND, band_keys
+from pipeline.dedup.minhash import Signer
+from pipeline.dedup.normalize import normalize, strip_punctuation
+from pipeline.dedup.nodes import to_nodes
+from pipeline.documents import alive_mask
+
+KEY_HI, KEY_LO, KEY_BAND = "_dedup_key_hi", "_dedup_key_lo", "_dedup_band"
+KEY_COLUMNS = (KEY_HI, KEY_LO, KEY_BAND)
+
+
+def add_document_keys(batch: pa.Table, config: DedupConfig) -> pa.Table:
+    """The batch with three list columns: key halves and band (``EXACT_BAND`` for the exact key).
+
+    Dropped documents get empty lists. A document whose text has no shingles gets no band keys.
+    """
+    alive = np.flatnonzero(alive_mask(batch).to_numpy(zero_copy_only=False))
+    texts = [text or "" for text in batch["text"].take(alive).to_pylist()]
+    scopes = document_scopes(batch, alive, config.group_by)
+
+    key_hi, key_lo, band, present = [], [], [], []
+    exact_texts: list[str] | None = None
+    if config.exact.enabled:
+        exact_texts = [normalize(text, config.exact.normalize) for text in texts]
+        hi, lo = exact_keys(exact_texts, scopes)
+        key_hi.append(hi[:, None])
+        key_lo.append(lo[:, None])
+        band.append(np.full((len(texts), 1), EXACT_BAND, dtype=np.int16))
+        present.append(np.ones((len(texts), 1), dtype=bool))
+    if config.minhash.enabled:
+        signatures, has_shingles = _signatures(texts, exact_texts, config)
+        hi, lo = band_keys(signatures, config.minhash.rows, scope_hashes(scopes))
+        key_hi.append(hi)
+        key_lo.append(lo)
+        band.append(np.broadcast_to(np.arange(config.minhash.bands, dtype=np.int16), hi.shape))
+        present.append(np.broadcast_to(has_shingles[:, None], hi.shape))
+
+    counts = np.zeros(batch.num_rows, dtype=np.int32)
+    if present:
+        mask = np.hstack(present)
+        counts[alive] = mask.sum(axis=1)
+        values = {name: np.hstack(parts)[mask] for name, parts in ((KEY_HI, key_hi), (KEY_LO, key_lo), (KEY_BAND, band))}
+    else:
+        values = {KEY_HI: np.empty(0, np.int64), KEY_LO: np.empty(0, np.int64), KEY_BAND: np.empty(0, np.int16)}
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    for name, flat in values.items():
+        batch = batch.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(flat)))
+    return batch
+
+
+def _signatures(
+    texts: list[str], exact_texts: list[str] | None, config: DedupConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures, starting from the exact-normalized texts when that saves work.
+
+    With the default settings MinHash normalizes as exact hashing does and then also strips
+    punctuation; stripping the exact-normalized text gives the same text without redoing NFC
+    and case folding (and punctuation turned to spaces needs no new collapsing for words).
+    """
+    signer = Signer(config.minhash)
+    wanted = config.minhash.normalize
+    if exact_texts is None or config.exact.normalize != replace(wanted, strip_punctuation=False):
+        return signer(texts)
+    if wanted.strip_punctuation:
+        exact_texts = [strip_punctuation(text) for text in exact_texts]
+        if wanted.collapse_whitespace and config.minhash.shingle == "char":
+            exact_texts = [" ".join(text.split()) for text in exact_texts]
+    return signer.of_normalized(exact_texts)
+
+
+def key_rows(batch: pa.Table) -> pa.Table:
+    """One row per (bucket key, document) from a batch carrying the key columns: index rows."""
+    parents = pc.list_parent_indices(batch[KEY_HI])
+    return pa.table(
+        {
+            "key_hi": pc.list_flatten(batch[KEY_HI]),
+            "key_lo": pc.list_flatten(batch[KEY_LO]),
+            "band": pc.list_flatten(batch[KEY_BAND]),
+            "id": pc.cast(batch["id"], pa.string()).take(parents),
+        },
+        schema=INDEX_SCHEMA,
+    )
+
+
+def to_bucket_rows(rows: pa.Table, rank: str) -> pa.Table:
+    """Index rows as graph nodes of a rank: ``nodes.NEW`` for this build's, ``nodes.INDEXED`` for old."""
+    return pa.table(
+        {"key_hi": rows["key_hi"], "key_lo": rows["key_lo"], "band": rows["band"], "node": to_nodes(rows["id"], rank)},
+        schema=BUCKET_SCHEMA,
+    )
+
+
+def document_scopes(batch: pa.Table, rows: np.ndarray, group_by: str | None) -> list[str]:
+    """The dedup scope of each row: its ``group_by`` value as text ("" for null), or "" for all."""
+    if group_by is None:
+        return [""] * len(rows)
+    values = pc.cast(batch[group_by].take(rows), pa.string()).to_pylist()
+    return ["" if value is None else value for value in values]
+
+
+def scope_hashes(scopes: list[str]) -> np.ndarray:
+    distinct = {scope: xxhash.xxh3_64_intdigest(scope.encode()) for scope in set(scopes)}
+    return np.fromiter(map(distinct.__getitem__, scopes), dtype=np.uint64, count=len(scopes))

@@ -1,0 +1,145 @@
+"""``deduplicate``: exact and MinHash-LSH deduplication of a document dataset, all on Ray Data.
+
+    documents --keys: one pass, exact hash + LSH band keys per alive document--> (materialized)
+      --> key rows (+ the previous index's rows) --shuffle on bucket key--> candidate edges
+      --> connected components: union-find on the driver up to ``union_find_edge_limit`` edges,
+          else large-star/small-star rounds of shuffles
+      --> decisions (cluster, size, reason) for every clustered new document
+      --join on id--> documents marked and annotated; index rows of the kept documents
+
+Every decision is a function of the set of documents (smallest node per component), never of
+block layout or worker count, so any partitioning of the same input gives the same output rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from pipeline.config import ConfigError
+from pipeline.dedup.components import star_rounds, union_find
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.decisions import DECISION_SCHEMA, apply_decisions, decide, exact_flags, flagged_labels
+from pipeline.dedup.index import INDEX_SCHEMA, read_index
+from pipeline.dedup.keys import KEY_COLUMNS, add_document_keys, key_rows, to_bucket_rows
+from pipeline.dedup.lsh import EDGE_SCHEMA, bucket_edges, describe_s_curve
+from pipeline.dedup.nodes import INDEXED, NEW
+from pipeline.dedup.shuffle import RayShuffle, broadcast_join, shuffle_join
+
+logger = logging.getLogger(__name__)
+
+REMOVED_SCHEMA = pa.schema([("id", pa.string())])
+
+
+@dataclass
+class DedupResult:
+    """``documents``: every input row, removals marked, ``dup_cluster_id``/``dup_cluster_size``
+    added. ``index``: the rows of the index this build leaves (previous rows + kept new ones), for
+    ``write_index``. Both are lazy; ``stats`` describes what was computed to get here."""
+
+    documents: ray.data.Dataset
+    index: ray.data.Dataset
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str | None = None) -> DedupResult:
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    columns = ds.schema().names
+    if config.group_by is not None and config.group_by not in columns:
+        raise ConfigError(f"dedup.group_by: the documents have no column {config.group_by!r}")
+    if config.minhash.enabled:
+        logger.info("dedup MinHash-LSH %s", describe_s_curve(config.minhash.bands, config.minhash.rows))
+
+    keyed = (
+        ds.repartition(target_num_rows_per_block=config.block_documents)
+        .map_batches(add_document_keys, fn_kwargs={"config": config}, batch_format="pyarrow")
+        .materialize()
+    )
+    documents = keyed.drop_columns(list(KEY_COLUMNS))
+    document_schema = pa.schema([f for f in keyed.schema().base_schema if f.name not in KEY_COLUMNS])
+    new_rows = keyed.map_batches(key_rows, batch_format="pyarrow").materialize()
+    buckets = new_rows.map_batches(to_bucket_rows, fn_kwargs={"rank": NEW}, batch_format="pyarrow")
+    previous = read_index(previous_index, config) if previous_index else None
+    if previous is not None:
+        buckets = buckets.union(previous.map_batches(to_bucket_rows, fn_kwargs={"rank": INDEXED}, batch_format="pyarrow"))
+    seconds["keys"] = time.perf_counter() - started
+
+    shuffle = RayShuffle(config.partition_mb)
+    edges = shuffle.by_key(buckets, "key_hi", bucket_edges)
+    n_edges = edges.count()
+    seconds["buckets"] = time.perf_counter() - started - sum(seconds.values())
+
+    if n_edges <= config.union_find_edge_limit:
+        # Small enough for one process: gather the edges, and broadcast the decisions back.
+        edge_table = _gather(edges, EDGE_SCHEMA)
+        labels = union_find(edge_table.select(["lo", "hi"]))
+        decisions = decide(pa.concat_tables([flagged_labels(labels), exact_flags(edge_table)]))
+        removed = decisions.filter(pc.is_valid(decisions["dup_reason"])).select(["id"])
+        documents = broadcast_join(documents, decisions, apply_decisions)
+        kept_rows = broadcast_join(new_rows, removed, _drop_removed)
+        components = {"method": "union_find", "rounds": 0, "clustered": decisions.num_rows}
+        removals = Counter(pc.drop_null(decisions["dup_reason"]).to_pylist())
+    else:
+        labels, rounds = star_rounds(edges.select_columns(["lo", "hi"]), shuffle, config.max_rounds)
+        flagged = labels.map_batches(flagged_labels, batch_format="pyarrow").union(
+            edges.map_batches(exact_flags, batch_format="pyarrow")
+        )
+        decisions = shuffle.by_key(flagged, "node", decide)
+        removed = decisions.map_batches(_removed_ids, batch_format="pyarrow").materialize()
+        documents = shuffle_join(
+            documents, document_schema, decisions, DECISION_SCHEMA, "id", apply_decisions,
+            shuffle.partitions(keyed.size_bytes()),
+        )
+        kept_rows = shuffle_join(
+            new_rows, INDEX_SCHEMA, removed, REMOVED_SCHEMA, "id", _drop_removed,
+            shuffle.partitions(new_rows.size_bytes()),
+        )
+        components = {"method": "star_rounds", "rounds": rounds, "clustered": decisions.count()}
+        removals = _reason_counts(decisions)
+    seconds["components"] = time.perf_counter() - started - sum(seconds.values())
+
+    stats = {
+        "candidate_edges": n_edges,
+        "components": components,
+        "removed": {reason.split(":", 1)[1]: n for reason, n in sorted(removals.items())},
+        "s_curve": describe_s_curve(config.minhash.bands, config.minhash.rows) if config.minhash.enabled else None,
+        "seconds": seconds,
+    }
+    logger.info("dedup: %s", stats)
+    index = kept_rows if previous is None else previous.union(kept_rows)
+    return DedupResult(documents=documents, index=index, stats=stats)
+
+
+def _gather(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables([schema.empty_table(), *ray.get(ds.to_arrow_refs())]).cast(schema)
+
+
+def _drop_removed(rows: pa.Table, removed: pa.Table) -> pa.Table:
+    # As in apply_decisions: narrow the (possibly broadcast, large) removed ids to this batch's first.
+    here = pc.filter(removed["id"], pc.is_in(removed["id"], value_set=pc.unique(rows["id"])))
+    return rows.filter(pc.invert(pc.is_in(rows["id"], value_set=here)))
+
+
+def _removed_ids(decisions: pa.Table) -> pa.Table:
+    return decisions.filter(pc.is_valid(decisions["dup_reason"])).select(["id"])
+
+
+def _reason_counts(decisions: ray.data.Dataset) -> Counter[str]:
+    """Removals per reason, counted per block on the workers; only the counts reach the driver."""
+
+    def count(batch: pa.Table) -> pa.Table:
+        counts = pc.value_counts(pc.drop_null(batch["dup_reason"]))
+        return pa.table({"reason": counts.field("values"), "n": counts.field("counts")})
+
+    totals: Counter[str] = Counter()
+    for row in decisions.map_batches(count, batch_format="pyarrow").take_all():
+        totals[row["reason"]] += int(row["n"])
+    return totals
