@@ -1,6 +1,6 @@
 """Model benchmarks, each case side by side with its baseline in one process.
 
-    python benchmarks/model.py                          # CPU: about 3 minutes on 2 idle cores
+    python benchmarks/model.py                          # CPU: a few minutes on 2 idle cores
     python benchmarks/model.py gpu --peak-tflops 989    # CUDA: what benchmarks/gpu.sh runs
 
 CPU cases:
@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import sys
 
-# Python puts this script's folder first on sys.path, where files named like the modules they
-# shadow live (this model.py, and other benchmarks' tokenize.py that the standard library imports):
-# take it off before importing anything else.
+# Python puts this script's folder first on sys.path, and there this file, model.py, would shadow
+# the `model` package (and any benchmark named like a standard module would shadow that one): take
+# the folder off before importing anything else.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
@@ -94,7 +94,8 @@ class _ReferenceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in self.c_attn(self.ln_1(x)).split(C, dim=2))
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
         dropout = self.drop_rate if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         x = x + self.resid_drop(self.attn_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
@@ -168,8 +169,8 @@ def cpu_generation(
         assert runs["cache"]() == runs["no cache"](), "cached greedy decoding must match the reference"
         seconds = alternate(runs, rounds, clock, warmup=0)
         print(
-            f"| {name} | {new_tokens} | {new_tokens / seconds['cache']:,.0f} | {new_tokens / seconds['no cache']:,.0f} | "
-            f"{seconds['no cache'] / seconds['cache']:.1f}x |",
+            f"| {name} | {new_tokens} | {new_tokens / seconds['cache']:,.0f} | "
+            f"{new_tokens / seconds['no cache']:,.0f} | {seconds['no cache'] / seconds['cache']:.1f}x |",
             flush=True,
         )
 
@@ -180,7 +181,8 @@ def run_cpu(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, {args.clock} clock")
     print("\nTraining step, forward + backward, fp32: tokens/s (median) and speed relative to nanoGPT-arch\n")
-    print("| preset | batch x seq | ours | nanoGPT-arch | ratio | ours, tanh GELU | ratio |\n|---|---|---|---|---|---|---|")
+    print("| preset | batch x seq | ours | nanoGPT-arch | ratio | ours, tanh GELU | ratio |")
+    print("|---|---|---|---|---|---|---|")
     cpu_training("tiny", preset("tiny"), batch_size=8, seq_len=128, rounds=args.rounds * 4, clock=clock)
     cpu_training("gpt2-124m", preset("gpt2-124m"), batch_size=2, seq_len=64, rounds=args.rounds, clock=clock)
 
@@ -249,7 +251,8 @@ def main() -> None:
     cpu = modes.add_parser("cpu", help="the default")
     cpu.add_argument("--rounds", type=int, default=5)
     cpu.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default (one per core)")
-    cpu.add_argument("--clock", choices=CLOCKS, default="wall", help="cpu: CPU seconds, for busy machines (with --threads 1)")
+    cpu.add_argument("--clock", choices=CLOCKS, default="wall",
+                     help="cpu: this process's CPU seconds, for busy machines (with --threads 1)")
     gpu = modes.add_parser("gpu")
     gpu.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak; 989 is an H100/H200 SXM")
     gpu.add_argument("--batch-size", type=int, default=16)

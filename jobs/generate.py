@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     if expected is not None and tokenizer_identity(encoding)["sha256"] != expected:
         sys.exit(f"tokenizer {tokenizer['spec']!r} is not the one {args.checkpoint} was trained with (sha256 differs)")
     if encoding.n_vocab > model.config.vocab_size:
-        sys.exit(f"tokenizer {tokenizer['spec']!r} has {encoding.n_vocab} ids, the model only {model.config.vocab_size}")
+        sys.exit(
+            f"tokenizer {tokenizer['spec']!r} has {encoding.n_vocab} ids, the model only {model.config.vocab_size}"
+        )
 
     has_end_of_text = END_OF_TEXT in encoding.special_tokens_set
     prompt = encoding.encode(args.prompt, allowed_special="all")

@@ -74,7 +74,9 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tup
         return load_checkpoint(path, device)
     if (path / HF_CONFIG_FILE).is_file():
         return import_hf_gpt2(path).to(device).eval(), {"spec": "gpt2"}
-    raise FileNotFoundError(f"{path}: holds neither {METADATA_FILE} (our checkpoint) nor {HF_CONFIG_FILE} (Hugging Face)")
+    raise FileNotFoundError(
+        f"{path}: holds neither {METADATA_FILE} (our checkpoint) nor {HF_CONFIG_FILE} (Hugging Face)"
+    )
 
 
 # Hugging Face GPT-2 <-> ours. GPT-2 was written in TensorFlow and its linear layers (``Conv1D``)

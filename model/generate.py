@@ -71,7 +71,8 @@ def generate(
     positions = (padding_mask.cumsum(dim=1) - 1).clamp(min=0)
     attention_mask = padding_mask if not padding_mask.all() else None  # no padding: the fast causal path
     batch_size, prompt_slots = tokens.shape
-    cache = KVCache(model.config, batch_size, prompt_slots + max_new_tokens, device, parameter.dtype) if use_cache else None
+    cache_length = prompt_slots + max_new_tokens
+    cache = KVCache(model.config, batch_size, cache_length, device, parameter.dtype) if use_cache else None
     step_input, step_positions = tokens, positions  # the prefill: the whole prompt at once
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     new_tokens = []

@@ -195,7 +195,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.padded_vocab_size, config.emb_dim)
-        self.pos_emb = nn.Embedding(config.context_length, config.emb_dim) if config.pos_embedding == "learned" else None
+        learned_positions = config.pos_embedding == "learned"
+        self.pos_emb = nn.Embedding(config.context_length, config.emb_dim) if learned_positions else None
         self.rope = RotaryEmbedding(config) if config.pos_embedding == "rope" else None
         self.drop_emb = nn.Dropout(config.drop_rate)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))

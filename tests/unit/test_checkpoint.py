@@ -74,7 +74,8 @@ def test_import_reads_openais_original_layout(tmp_path):
     """The files on the Hub for openai-community/gpt2 have no ``transformer.`` prefix, keep the
     causal-mask buffers and, in some copies, the tied ``lm_head.weight``."""
     hf, folder = hf_gpt2(tmp_path)
-    state = {name.removeprefix("transformer."): tensor for name, tensor in load_file(folder / "model.safetensors").items()}
+    saved = load_file(folder / "model.safetensors")
+    state = {name.removeprefix("transformer."): tensor for name, tensor in saved.items()}
     for i in range(HF_SHAPES["n_layer"]):
         state[f"h.{i}.attn.bias"] = torch.ones(1, 1, 64, 64).tril()
     state["lm_head.weight"] = state["wte.weight"].clone()

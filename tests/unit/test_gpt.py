@@ -24,7 +24,8 @@ VARIANTS = {
     "gqa": {"n_kv_heads": 2},
     "mqa": {"n_kv_heads": 1},
     "no-bias": {"bias": False, "qkv_bias": False},
-    "llama": {"pos_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_heads": 2, "bias": False, "qkv_bias": False},
+    "llama": {"pos_embedding": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_heads": 2,
+              "bias": False, "qkv_bias": False},
 }
 
 
