@@ -67,7 +67,7 @@ def run_build_job(config: Path, *, kill_after_staging: bool = False) -> subproce
     process = subprocess.Popen(command, cwd=config.parent, env=env, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not kill_after_staging:
-        output, _ = process.communicate(timeout=300)
+        output, _ = process.communicate(timeout=900)
         assert process.returncode == 0, output
         return None
     return process
@@ -84,7 +84,7 @@ def test_killed_build_is_rebuilt_byte_identical(corpus, tmp_path):
     shutil.rmtree(paths.final)
 
     process = run_build_job(config, kill_after_staging=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while not Path(paths.staging).exists():
         assert process.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
         time.sleep(0.2)
