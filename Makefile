@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 
+# The demo starts its own local Ray unless RAY_ADDRESS names a cluster.
+demo: export RAY_ADDRESS ?= local
 demo: setup
 	$(BIN)/python -m pipeline.demo_crawl data/demo-crawl
 	$(BIN)/python jobs/build_dataset.py --config jobs/configs/demo.yaml
