@@ -24,7 +24,8 @@ the seed and the world size:
   cheap next to a step), so it continues with the next unseen batch: none repeated, none skipped.
   Exact resume needs the same seed, micro-batch size, world size and sources; a mismatch is an error.
   (Ray Train builds the datasets before the workers read their checkpoint, so the plan cannot start
-  at the resume point; the discarded rows cost one pass of reading, at the loader's speed.)
+  at the resume point; the discarded rows are read again at the loader's speed, about 10M tokens/s
+  per worker on a shared 2-core machine: benchmarks/results/tokens.md.)
 
 Validation reads each source's val split in manifest order (its first ``val_sequences`` if set),
 split across workers, so the validation set is the same whatever the world size.
