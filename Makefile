@@ -29,7 +29,7 @@ test-unit: setup
 # Re-resolve the full pin set after changing pyproject.toml.
 lock:
 	$(PYTHON) -m venv /tmp/webllm-lock && /tmp/webllm-lock/bin/pip install --quiet --upgrade pip
-	/tmp/webllm-lock/bin/pip install --dry-run --quiet --report /tmp/webllm-lock.json -e '.[test]'
+	/tmp/webllm-lock/bin/pip install --dry-run --quiet --report /tmp/webllm-lock.json -e '.[test,cloud]'
 	$(PYTHON) -c "import json; r = json.load(open('/tmp/webllm-lock.json'))['install']; \
 	pins = sorted(i['metadata']['name'].lower() + '==' + i['metadata']['version'].split('+')[0] for i in r if i['metadata']['name'] != 'webllm'); \
 	open('requirements.lock', 'w').write('# Full transitive pins, resolved for Python 3.11 on linux x86_64. Regenerate with: make lock\n' + '\n'.join(pins) + '\n')"

@@ -8,49 +8,40 @@ Runs on a local Ray, or on a cluster under ``ray job submit --working-dir . -- p
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import ray
 
-from pipeline.build import BuildConfig, build
-from pipeline.config import ConfigError, load_config
-from pipeline.report import log_build, summary_table
+from pipeline.build import build, tokenize_version, tokens_dir
+from pipeline.build_args import build_parser, load_build_config
+from pipeline.config import ConfigError
+from pipeline.report import log_build, summary_table, tokens_summary
 from pipeline.shards import VersionPaths
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="build config YAML (jobs/configs/*.yaml)")
-    parser.add_argument("--input", action="append", default=[], help="input path, glob or URL (repeatable; replaces the config's inputs)")
-    parser.add_argument("--output", help="dataset root folder (replaces the config's output)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if this version is complete")
-    return parser.parse_args(argv)
+from pipeline.tokenize import TokenShardsExist
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    overrides = list(args.set)
-    if args.input:
-        overrides.append(f"inputs={json.dumps(args.input)}")
-    if args.output:
-        overrides.append(f"output={args.output}")
+    parser = build_parser(__doc__, "build config YAML (jobs/configs/*.yaml)")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if this version is complete")
+    args = parser.parse_args(argv)
     try:
-        config = load_config(BuildConfig, args.config, overrides)
+        config = load_build_config(args)
         ray.init()
         result = build(config, overwrite=args.overwrite)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
+        # Also when the text was complete: finishes token shards an interrupted run left undone.
+        tokens = tokenize_version(config, config.dataset.version)
+    except (ConfigError, TokenShardsExist) as error:  # a bad config, or token shards made otherwise
+        print(f"error: {error}", file=sys.stderr)
         return 2
     version_dir = VersionPaths(config.output, config.dataset.version).final
     if result.skipped:
         print(f"{version_dir} is already complete; nothing to do (use --overwrite to rebuild)")
-        return 0
-    run_id = log_build(result, result.seconds, config.experiment)
-    print(summary_table(result, result.seconds))
-    print(f"dataset: {version_dir}\nMLflow run: {run_id} (experiment {config.experiment!r})")
+    else:
+        run_id = log_build(result, result.seconds, config.experiment, tokens=tokens)
+        print(summary_table(result, result.seconds))
+        print(f"dataset: {version_dir}\nMLflow run: {run_id} (experiment {config.experiment!r})")
+    if tokens is not None:
+        print(tokens_summary(tokens, tokens_dir(config, config.dataset.version)))
     return 0
 
 

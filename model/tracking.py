@@ -49,6 +49,19 @@ def run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> I
         yield active
 
 
+def find_run(experiment: str, tags: dict[str, str]) -> str | None:
+    """The id of the newest run in ``experiment`` carrying all of ``tags``, or None."""
+    mlflow.set_tracking_uri(tracking_uri())
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    conditions = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    runs = mlflow.MlflowClient().search_runs(
+        [found.experiment_id], conditions, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def log_config(config: dict[str, Any]) -> None:
     """The effective config: flattened as params, and whole as ``config.json``."""
     params = {key: _param_value(value) for key, value in flatten(config).items()}

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import field
-from typing import Any
+from dataclasses import field, fields
+from typing import Annotated, Any
 
 import ray
+from pydantic import Field
 
 from pipeline.chain import StageChain
 from pipeline.config import ConfigError, config_dataclass, to_dict, validate
@@ -36,14 +37,17 @@ from pipeline.shards import (
     write_shard,
 )
 from pipeline.stages import DEDUP, make_stage, parse_stage_entry, stage_config
+from pipeline.tokenize import TokenizeConfig, build_token_shards
 
 READ = "read"
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 @config_dataclass
 class DatasetConfig:
-    name: str = "demo"
-    version: str = "v1"
+    # Both name folders and tag MLflow runs, so they stay plain.
+    name: Annotated[str, Field(pattern=SAFE_NAME)] = "demo"
+    version: Annotated[str, Field(pattern=SAFE_NAME)] = "v1"
 
 
 @config_dataclass
@@ -51,6 +55,12 @@ class ComputeConfig:
     # Actors running the stage chain; each loads the stages' models once.
     stage_workers: int = 2
     batch_size: int = 64
+
+
+@config_dataclass
+class TokensConfig(TokenizeConfig):
+    # Token versions land in ``<output>/<version>``; None: beside the dataset, ``<dataset output>-tokens``.
+    output: str | None = None
 
 
 @config_dataclass
@@ -63,6 +73,8 @@ class BuildConfig:
     stages: list[Any] = field(default_factory=list)
     shards: ShardConfig = field(default_factory=ShardConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    # The last step: packed token shards of the finished text (None: text shards only).
+    tokenize: TokensConfig | None = None
     experiment: str = "dataset-builds"
 
 
@@ -182,6 +194,21 @@ def build(config: BuildConfig, overwrite: bool = False, previous_index: str | No
     result = BuildResult(manifest)
     result.seconds = {"total": time.perf_counter() - started, **stats["seconds"]}
     return result
+
+
+def tokens_dir(config: BuildConfig, version: str) -> str:
+    root = config.tokenize.output if config.tokenize.output else f"{config.output.rstrip('/')}-tokens"
+    return f"{absolute(root)}/{version}"
+
+
+def tokenize_version(config: BuildConfig, version: str) -> dict[str, Any] | None:
+    """Token shards of a finished text version, if the config asks for them; returns their manifest.
+    A no-op when they are already complete, so a rerun finishes what an interrupted one started."""
+    if config.tokenize is None:
+        return None
+    text_dir = VersionPaths(absolute(config.output), version).final
+    tokenize = TokenizeConfig(**{f.name: getattr(config.tokenize, f.name) for f in fields(TokenizeConfig)})
+    return build_token_shards(text_dir, tokens_dir(config, version), tokenize)
 
 
 def assemble_manifest(

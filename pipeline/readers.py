@@ -1,7 +1,9 @@
 """Raw crawl files -> documents in the one schema of ``documents.py``.
 
 Formats: WARC (response records), WET (conversion records), JSONL (gzipped or not), Parquet with a
-text column, and plain text (one document per file). Inputs are local paths, globs or fsspec URLs.
+text column, plain text (one document per file or per paragraph) and saved HTML pages (one document
+per file, gzipped or not). Inputs are local paths, globs or fsspec URLs; a folder stands for every
+file below it in one of these formats (the others are logged, as they are not inputs).
 
 Every record in an input ends up as exactly one row: a document, or a row dropped by the ``read``
 stage whose ``drop_reason`` says why it was skipped (``read:truncated_gzip``,
@@ -15,6 +17,7 @@ import codecs
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import zlib
@@ -31,7 +34,9 @@ from warcio.exceptions import ArchiveLoadFailed
 from pipeline.config import config_dataclass
 from pipeline.documents import stable_id, table_from_rows
 
-Format = Literal["auto", "warc", "wet", "jsonl", "parquet", "text"]
+logger = logging.getLogger(__name__)
+
+Format = Literal["auto", "warc", "wet", "jsonl", "parquet", "text", "html"]
 
 FORMAT_SUFFIXES: list[tuple[str, str]] = [
     (".warc.wet.gz", "wet"),
@@ -44,6 +49,9 @@ FORMAT_SUFFIXES: list[tuple[str, str]] = [
     (".jsonl", "jsonl"),
     (".parquet", "parquet"),
     (".txt", "text"),
+    (".html.gz", "html"),
+    (".html", "html"),
+    (".htm", "html"),
 ]
 
 
@@ -61,6 +69,9 @@ class ReadConfig:
     time_field: str = "created"
     # Documents per output batch: bounds the memory of one read task on big files.
     batch_size: int = 256
+    # A plain-text file is one document, or one per blank-line-separated paragraph (a book or a play,
+    # whose paragraphs are the units worth filtering, deduplicating and splitting between train and val).
+    text_documents: Literal["file", "paragraphs"] = "file"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +84,12 @@ def list_inputs(patterns: list[str]) -> list[dict[str, Any]]:
     for pattern in patterns:
         fs, root = fsspec.core.url_to_fs(pattern)
         if fs.isdir(root):
-            candidates = [p for p in fs.find(root) if detect_format(p) is not None]
+            every_file = fs.find(root)
+            candidates = [p for p in every_file if detect_format(p) is not None]
+            if len(candidates) < len(every_file):
+                others = sorted(set(every_file) - set(candidates))
+                logger.warning("input %s: %d files in no input format are not read, e.g. %s",
+                               pattern, len(others), others[:3])
         else:
             candidates = fs.glob(root) if any(ch in root for ch in "*?[") else [root]
         if not candidates:
@@ -120,7 +136,8 @@ def read_file(path: str, config: ReadConfig) -> Iterator[dict[str, Any]]:
     if fmt is None:
         yield _skipped(path, "file", "unknown_format")
         return
-    reader = {"warc": _read_warc, "wet": _read_warc, "jsonl": _read_jsonl, "parquet": _read_parquet, "text": _read_text}[fmt]
+    reader = {"warc": _read_warc, "wet": _read_warc, "jsonl": _read_jsonl, "parquet": _read_parquet,
+              "text": _read_whole_file, "html": _read_whole_file}[fmt]
     yield from reader(path, config, fmt)
 
 
@@ -437,8 +454,8 @@ def _read_parquet(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str,
             yield _field_document(path, record, f"row:{row_number}", config)
 
 
-def _read_text(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
-    """A plain-text file is one document."""
+def _read_whole_file(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
+    """A saved HTML page is one document; a plain-text file is one, or one per paragraph (``text_documents``)."""
     try:
         payload = _open_decompressed(path).read(config.max_document_bytes + 1)
     except (OSError, *GZIP_ERRORS) as error:
@@ -447,11 +464,18 @@ def _read_text(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, An
     if len(payload) > config.max_document_bytes:
         yield _skipped(path, "file", "too_large")
         return
-    text = _decode(payload, ["utf-8"])
+    text = _decode(payload, _charset_candidates("", payload) if fmt == "html" else ["utf-8"])
     if text is None:
         yield _skipped(path, "file", "undecodable")
     elif not text.strip():
         yield _skipped(path, "file", "empty_payload")
-    else:
+    elif fmt == "html":
+        yield {"id": _doc_id(path, "file"), "source": path, "content_type": "text/html", "html": text}
+    elif config.text_documents == "file":
         yield {"id": _doc_id(path, "file"), "source": path, "content_type": "text/plain", "text": text}
+    else:
+        # Blank runs between paragraphs are separators, not content: they are the only text left out.
+        for number, paragraph in enumerate(p for p in text.split("\n\n") if p.strip()):
+            key = f"paragraph:{number}"
+            yield {"id": _doc_id(path, key), "source": path, "content_type": "text/plain", "text": paragraph}
 

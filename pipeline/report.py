@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 from model import tracking
+from pipeline.tokenize import plot_doc_length_histogram
 
 
 def funnel(manifest: dict[str, Any]) -> list[tuple[str, int]]:
@@ -31,6 +33,26 @@ def summary_table(manifest: dict[str, Any], seconds: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def tokens_summary(tokens: dict[str, Any], folder: str) -> str:
+    splits = tokens["splits"]
+    return (
+        f"tokens ({tokens['tokenizer']['name']}, context {tokens['context_length']}): "
+        + ", ".join(
+            f"{split} {splits[split]['tokens']:,} in {splits[split]['sequences']:,} sequences "
+            f"from {splits[split]['documents']:,} documents" for split in ("train", "val")
+        )
+        + f"\ntoken shards: {folder}"
+    )
+
+
+def token_metrics(tokens: dict[str, Any]) -> dict[str, float]:
+    metrics: dict[str, float] = {"tokens.total": tokens["total_tokens"]}
+    for split, counts in tokens["splits"].items():
+        for key in ("tokens", "sequences", "documents"):
+            metrics[f"tokens.{split}.{key}"] = counts[key]
+    return metrics
+
+
 def stage_metrics(manifest: dict[str, Any], seconds: dict[str, float]) -> dict[str, float]:
     metrics: dict[str, float] = {"records": manifest["records"], "documents": manifest["documents"]}
     metrics["text_mb"] = manifest["text_bytes"] / 1e6
@@ -50,13 +72,22 @@ def stage_metrics(manifest: dict[str, Any], seconds: dict[str, float]) -> dict[s
     return metrics
 
 
-def log_build(manifest: dict[str, Any], seconds: dict[str, float], experiment: str) -> str:
-    """One MLflow run per build: config as params, counts as metrics, manifest and funnel as artifacts."""
+def log_build(manifest: dict[str, Any], seconds: dict[str, float], experiment: str,
+              tags: dict[str, str] | None = None, tokens: dict[str, Any] | None = None) -> str:
+    """One MLflow run per build: config as params, counts as metrics, manifest and funnel as artifacts,
+    and the token shards' counts, manifest and document-length histogram when it made them.
+    The run is tagged with the dataset's name and version (so later runs can find it), plus ``tags``."""
     dataset = manifest["dataset"]
-    tags = {"dataset.name": dataset["name"], "dataset.version": dataset["version"]}
+    tags = {"dataset.name": dataset["name"], "dataset.version": dataset["version"], **(tags or {})}
     with tracking.run(experiment, f"{dataset['name']}-{dataset['version']}", tags=tags) as active:
         tracking.log_config(manifest["config"])
         tracking.log_metrics(stage_metrics(manifest, seconds))
         tracking.log_dict(manifest, "manifest.json")
         tracking.log_figure(tracking.funnel_figure(funnel(manifest)), "funnel.png")
+        if tokens is not None:
+            tracking.log_metrics(token_metrics(tokens))
+            tracking.log_dict(tokens, "tokens/manifest.json")
+            with tempfile.TemporaryDirectory() as scratch:
+                plot_doc_length_histogram(tokens, f"{scratch}/doc_length_tokens.png")
+                tracking.log_artifacts(scratch, "tokens")
         return active.info.run_id

@@ -38,7 +38,8 @@ def preset_chain() -> StageChain:
     entries = yaml.safe_load(PRESET.read_text())["stages"]
     steps = [next(iter(entry.items())) for entry in entries]
     assert [name for name, _ in steps] == [
-        "url_filter", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality", "pii",
+        "url_filter", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality",
+        "decontaminate", "pii",
     ]  # fmt: skip
     return StageChain([lambda name=name, options=options: build_stage(name, options) for name, options in steps])
 
@@ -73,6 +74,6 @@ def test_the_fineweb_preset_runs_as_one_chain():
     assert "email@example.com" in out["text"][0].as_py()
     stats = chain.take_stats()
     assert stats["counters"]["pii"] == {"emails_masked": 1}
-    assert set(stats["seconds"]) == set(STAGES)
+    assert set(stats["seconds"]) == {*STAGES, "decontaminate"}
     # A batch with nothing alive still comes out with the same columns and types.
     assert chain(table_from_rows([{"id": "gone", "drop_reason": "read:empty_payload"}])).schema == out.schema

@@ -152,6 +152,27 @@ def test_plain_text_file_is_one_document(tmp_path):
     assert row["text"].startswith("To be") and "drop_reason" not in row
 
 
+def test_plain_text_paragraphs_are_documents_with_ids_that_survive_a_move(tmp_path):
+    text = "First speech,\nin two lines.\n\nSecond speech.\n\n\n\nThird, after a wide gap.\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "play.txt").write_text(text)
+    rows = list(read_file(str(tmp_path / "a" / "play.txt"), ReadConfig(text_documents="paragraphs")))
+    assert [row["text"] for row in rows] == ["First speech,\nin two lines.", "Second speech.", "Third, after a wide gap.\n"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "play.txt").write_text(text)
+    moved = list(read_file(str(tmp_path / "b" / "play.txt"), ReadConfig(text_documents="paragraphs")))
+    assert [row["id"] for row in moved] == [row["id"] for row in rows] and len({row["id"] for row in rows}) == 3
+
+
+def test_a_saved_html_page_is_one_document_decoded_by_its_meta_charset(tmp_path):
+    page = '<html><head><meta charset="windows-1252"></head><body><p>Caf\u00e9 cr\u00e8me</p></body></html>'
+    (tmp_path / "page.html.gz").write_bytes(gzip.compress(page.encode("windows-1252")))
+    (tmp_path / "LICENSE").write_text("not an input")
+    (listed,) = list_inputs([str(tmp_path)])
+    (row,) = read(Path(listed["path"]))
+    assert row["html"] == page and row["content_type"] == "text/html" and "drop_reason" not in row
+
+
 def test_read_files_batches_rows(tmp_path):
     path = tmp_path / "a.warc.gz"
     path.write_bytes(warc_bytes([(f"https://example.com/{i}", HTML, "text/html") for i in range(5)]))
