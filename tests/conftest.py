@@ -23,6 +23,10 @@ def ray_local():
 
     # A token left in ~/.ray can make a local cluster demand authentication: say what we want.
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # Shuffles (dedup, shards, tokens) run short tasks in more worker processes than Ray keeps idle
+    # by default (one per CPU): on 2 CPUs it would kill and restart workers between steps, seconds
+    # each (a 60-document dedup took minutes).
+    os.environ.setdefault("RAY_num_workers_soft_limit", "8")
     ray.init(
         address="local",  # never attach to a cluster someone else started on this machine
         num_cpus=2,

@@ -40,11 +40,9 @@ PartitionFn = Callable[[pa.Table], pa.Table]
 class Shuffle(Protocol):
     """Where the edge tables live between steps, and how they are regrouped."""
 
-    def map(self, data: Any, fn: PartitionFn) -> Any:
-        """Apply ``fn`` to any slices of ``data``, row by row."""
-
-    def by_key(self, data: Any, key: str, fn: PartitionFn) -> Any:
-        """Apply ``fn`` to hash partitions of ``data`` on ``key``: all rows with one key value meet."""
+    def by_key(self, data: Any, key: str, fn: PartitionFn, prepare: PartitionFn | None = None) -> Any:
+        """Apply ``prepare`` row-wise to ``data`` (any slices), then ``fn`` to hash partitions of the
+        result on ``key``: all rows with one key value meet in one call."""
 
     def total(self, data: Any, column: str) -> int:
         """Sum of a numeric or boolean column."""
@@ -87,9 +85,9 @@ def union_find(edges: pa.Table) -> pa.Table:
 def star_rounds(edges: Any, shuffle: Shuffle, max_rounds: int) -> tuple[Any, int]:
     """Labels of every node that has an edge, and the number of rounds it took."""
     for round_number in range(1, max_rounds + 1):
-        edges = shuffle.by_key(shuffle.map(edges, both_directions), "node", large_star)
+        edges = shuffle.by_key(edges, "node", large_star, prepare=both_directions)
         changed = shuffle.total(edges, "changed")
-        edges = shuffle.by_key(shuffle.map(edges, toward_smaller), "node", small_star)
+        edges = shuffle.by_key(edges, "node", small_star, prepare=toward_smaller)
         changed += shuffle.total(edges, "changed")
         if changed == 0:
             return shuffle.by_key(edges, "lo", star_labels), round_number

@@ -1,9 +1,13 @@
 """The incremental dedup index, persisted as Parquet next to a dataset version.
 
     <version dir>/dedup_index/
-        index.json          the settings the keys depend on, and row counts; written last
-        buckets/*.parquet   (key_hi, key_lo, band, id): every bucket key of every kept document,
-                            its exact hash included (band -1)
+        index.json                the settings the keys depend on, and row counts; written last
+        buckets/part-NNNNN.parquet  (key_hi, key_lo, band, id): every bucket key of every kept
+                                  document, its exact hash included (band -1)
+
+The files are a function of the rows alone: a row goes to file ``key_hi mod files`` (``files``
+follows the row count), and each file is sorted. So the same documents give a byte-identical
+index whatever the blocks, workers or order they came in, and a rebuild can be diffed.
 
 A later build given this folder as ``previous_index`` buckets only its new documents, together
 with these rows: a new document sharing a bucket with an indexed one is removed, and indexed
@@ -17,14 +21,19 @@ needs only the latest index, and an old version's folder can be deleted without 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.shuffle import bound_shuffle_input
 
 INDEX_FOLDER = "dedup_index"
 INDEX_SCHEMA = pa.schema(
@@ -33,7 +42,9 @@ INDEX_SCHEMA = pa.schema(
 _SETTINGS_FILE = "index.json"
 _BUCKETS = "buckets"
 # About 30 MB per file: an index rewritten by every build stays a few files, not one per block.
-_ROWS_PER_FILE = 1_000_000
+ROWS_PER_FILE = 1_000_000
+_FILE = "_dedup_index_file"
+_ROW_ORDER = [("key_hi", "ascending"), ("key_lo", "ascending"), ("band", "ascending"), ("id", "ascending")]
 FORMAT_VERSION = 1
 
 
@@ -62,12 +73,58 @@ def read_index(path: str, config: DedupConfig) -> ray.data.Dataset:
     return ray.data.read_parquet(f"{path}/{_BUCKETS}", schema=INDEX_SCHEMA)
 
 
-def write_index(rows: ray.data.Dataset, path: str, config: DedupConfig) -> dict[str, Any]:
-    """Write index rows to ``path`` (a folder), settings last; returns what ``index.json`` says."""
+def write_index(
+    rows: ray.data.Dataset, path: str, config: DedupConfig, rows_per_file: int = ROWS_PER_FILE
+) -> dict[str, Any]:
+    """Write index rows to ``path`` (a folder, replaced), settings last; returns what ``index.json`` says.
+
+    Not ``Dataset.write_parquet``: its file names and row order follow the blocks. Here the rows
+    are hash-partitioned on their file number and every partition writes its files whole.
+    """
     path = path.rstrip("/")
-    rows.write_parquet(f"{path}/{_BUCKETS}", mode=ray.data.SaveMode.OVERWRITE, min_rows_per_file=_ROWS_PER_FILE)
-    written = ray.data.read_parquet(f"{path}/{_BUCKETS}", schema=INDEX_SCHEMA)
-    summary = {"settings": key_settings(config), "rows": written.count()}
+    rows = rows.materialize()
+    n_rows = rows.count()
+    files = max(1, math.ceil(n_rows / rows_per_file))
+    fs, folder = fsspec.core.url_to_fs(f"{path}/{_BUCKETS}")
+    if fs.exists(folder):
+        fs.rm(folder, recursive=True)
+    fs.makedirs(folder, exist_ok=True)
+    # ``folder`` is absolute (fsspec resolves local paths): the workers' working directory may differ.
+    where = {"fs": fs, "folder": folder}
+    if n_rows == 0:  # still a readable folder: one empty file
+        _write_files(_with_file_number(INDEX_SCHEMA.empty_table(), files), **where, always=True)
+    written = (
+        bound_shuffle_input(
+            rows.map_batches(_with_file_number, fn_kwargs={"files": files}, batch_format="pyarrow"),
+            rows.size_bytes() / files,
+        )
+        .repartition(files, keys=[_FILE])
+        .map_batches(_write_files, fn_kwargs=where, batch_size=None, batch_format="pyarrow")
+        .take_all()
+    )
+    # A file number seen twice would mean a partition reached us in pieces, each overwriting the last.
+    if sum(row["rows"] for row in written) != n_rows or len({row["file"] for row in written}) != len(written):
+        raise RuntimeError(f"dedup index at {path}: files written {written} do not hold the {n_rows} rows")
+    summary = {"settings": key_settings(config), "rows": n_rows, "files": max(len(written), 1)}
     with fsspec.open(f"{path}/{_SETTINGS_FILE}", "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     return summary
+
+
+def _with_file_number(rows: pa.Table, files: int) -> pa.Table:
+    # key_hi is already a well-mixed hash: its residue spreads rows evenly over the files.
+    number = rows["key_hi"].to_numpy().view(np.uint64) % np.uint64(files)
+    return rows.append_column(_FILE, pa.array(number.astype(np.int32)))
+
+
+def _write_files(partition: pa.Table, fs: fsspec.AbstractFileSystem, folder: str, always: bool = False) -> pa.Table:
+    """Each file number in this partition: its rows, sorted, as ``part-NNNNN.parquet``.
+    ``always``: write file 0 even when the partition is empty."""
+    numbers = pc.unique(partition[_FILE]).to_pylist() or ([0] if always else [])
+    counts = []
+    for number in numbers:
+        rows = partition.filter(pc.equal(partition[_FILE], number)).select(INDEX_SCHEMA.names)
+        with fs.open(f"{folder}/part-{number:05d}.parquet", "wb") as f:
+            pq.write_table(rows.sort_by(_ROW_ORDER).cast(INDEX_SCHEMA), f)
+        counts.append(rows.num_rows)
+    return pa.table({"file": pa.array(numbers, pa.int32()), "rows": pa.array(counts, pa.int64())})

@@ -93,20 +93,22 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str |
             edges.map_batches(exact_flags, batch_format="pyarrow")
         )
         decisions = shuffle.by_key(flagged, "node", decide)
-        removed = decisions.map_batches(_removed_ids, batch_format="pyarrow").materialize()
+        removed = decisions.map_batches(_removed_ids, batch_format="pyarrow")
         documents = shuffle_join(
             documents, document_schema, decisions, DECISION_SCHEMA, "id", apply_decisions,
-            shuffle.partitions(keyed.size_bytes()),
+            shuffle.partitions(keyed.size_bytes()), shuffle.partition_bytes,
         )
         kept_rows = shuffle_join(
             new_rows, INDEX_SCHEMA, removed, REMOVED_SCHEMA, "id", _drop_removed,
-            shuffle.partitions(new_rows.size_bytes()),
+            shuffle.partitions(new_rows.size_bytes()), shuffle.partition_bytes,
         )
         components = {"method": "star_rounds", "rounds": rounds, "clustered": decisions.count()}
         removals = _reason_counts(decisions)
     seconds["components"] = time.perf_counter() - started - sum(seconds.values())
 
     stats = {
+        # Only these documents were read, normalized and signed; the previous index's are not.
+        "keyed_documents": keyed.count(),
         "candidate_edges": n_edges,
         "components": components,
         "removed": {reason.split(":", 1)[1]: n for reason, n in sorted(removals.items())},

@@ -9,6 +9,10 @@
 - ``shuffle_join`` joins two datasets on a key with one shuffle of both (a reduce-side join;
   ``Dataset.join`` would need polars, which this project does not install).
 - ``broadcast_join`` hands a small driver-side table to every map task instead.
+
+Every shuffle here first caps Ray Data's ``shuffle_input_batch_bytes`` (1 GiB by default) at the
+partition size: a shuffle map task merges that much of its node's input blocks, so with the
+default one worker's memory grows with the corpus up to a gigabyte.
 """
 
 from __future__ import annotations
@@ -34,13 +38,17 @@ class RayShuffle:
         self.partition_bytes = partition_mb * 1e6
         self.min_partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    def map(self, data: ray.data.Dataset, fn: PartitionFn) -> ray.data.Dataset:
-        return data.map_batches(fn, batch_format="pyarrow")
-
-    def by_key(self, data: ray.data.Dataset, key: str, fn: PartitionFn) -> ray.data.Dataset:
-        data = data.materialize()
+    def by_key(
+        self, data: ray.data.Dataset, key: str, fn: PartitionFn, prepare: PartitionFn | None = None
+    ) -> ray.data.Dataset:
+        data = data.materialize()  # a no-op for the materialized results of earlier steps
+        # Sized on the input: ``prepare`` runs fused into the shuffle's map tasks.
+        partitions = self.partitions(data.size_bytes())
+        if prepare is not None:
+            data = data.map_batches(prepare, batch_format="pyarrow")
         return (
-            data.repartition(self.partitions(data.size_bytes()), keys=[key])
+            bound_shuffle_input(data, self.partition_bytes)
+            .repartition(partitions, keys=[key])
             .map_batches(fn, batch_size=None, batch_format="pyarrow")  # batch = one whole partition
             .materialize()
         )
@@ -60,8 +68,10 @@ def shuffle_join(
     key: str,
     fn: JoinFn,
     partitions: int,
+    map_input_bytes: float,
 ) -> ray.data.Dataset:
-    """``fn(left_rows, right_rows)`` once per hash partition on ``key``, both sides' rows together.
+    """``fn(left_rows, right_rows)`` once per hash partition on ``key``, both sides' rows together,
+    in ``partitions`` partitions, each shuffle map task taking about ``map_input_bytes`` at most.
 
     Both sides are padded to one schema (the other side's columns null, plus a side marker) so
     that they can travel through a single shuffle; each partition is split apart again before
@@ -80,8 +90,7 @@ def shuffle_join(
         for number, side in enumerate((left, right))
     ]
     return (
-        tagged[0]
-        .union(tagged[1])
+        bound_shuffle_input(tagged[0].union(tagged[1]), map_input_bytes)
         .repartition(partitions, keys=[key])
         .map_batches(
             _split_and_join,
@@ -90,6 +99,18 @@ def shuffle_join(
             batch_format="pyarrow",
         )
     )
+
+
+def bound_shuffle_input(data: ray.data.Dataset, max_bytes: float) -> ray.data.Dataset:
+    """``data``, its shuffles' map tasks taking at most about ``max_bytes`` of input each.
+
+    The setting lives in the context that ``data`` shares with the datasets it derives from; it is
+    only ever lowered, to no less than one block per map task.
+    """
+    context = data.context
+    if context.shuffle_input_batch_bytes > max_bytes:
+        context.shuffle_input_batch_bytes = max(1, int(max_bytes))
+    return data
 
 
 def broadcast_join(left: ray.data.Dataset, right: pa.Table, fn: JoinFn) -> ray.data.Dataset:

@@ -20,13 +20,10 @@ from pipeline.dedup.components import NEIGHBOUR_SCHEMA, large_star, small_star, 
 class LocalShuffle:
     def __init__(self, partitions: int):
         self.partitions = partitions
-        self.steps = 0
 
-    def map(self, data, fn):
-        return fn(data)
-
-    def by_key(self, data, key, fn):
-        self.steps += 1
+    def by_key(self, data, key, fn, prepare=None):
+        if prepare is not None:
+            data = pa.concat_tables([prepare(data.slice(0, 1)), prepare(data.slice(1))])  # any slicing
         part = np.array([xxhash.xxh32_intdigest(v.encode()) % self.partitions for v in data[key].to_pylist()])
         return pa.concat_tables([fn(data.filter(pa.array(part == p))) for p in range(self.partitions)])
 
