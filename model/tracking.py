@@ -49,15 +49,22 @@ def run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> I
         yield active
 
 
-def find_run(experiment: str, tags: dict[str, str]) -> str | None:
-    """The id of the newest run in ``experiment`` carrying all of ``tags``, or None."""
-    mlflow.set_tracking_uri(tracking_uri())
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is None:
+def find_run(
+    experiment: str | None, tags: dict[str, str] | None = None, params: dict[str, str] | None = None
+) -> str | None:
+    """The id of the newest run carrying all of ``tags`` and ``params``, in ``experiment`` (None: in any), or None."""
+    client = mlflow.MlflowClient(tracking_uri())
+    if experiment is None:
+        experiment_ids = [found.experiment_id for found in client.search_experiments()]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        experiment_ids = [found.experiment_id] if found else []
+    if not experiment_ids:
         return None
-    conditions = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
-    runs = mlflow.MlflowClient().search_runs(
-        [found.experiment_id], conditions, order_by=["attributes.start_time DESC"], max_results=1
+    conditions = [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+    conditions += [f"params.`{key}` = '{value}'" for key, value in (params or {}).items()]
+    runs = client.search_runs(
+        experiment_ids, " and ".join(conditions), order_by=["attributes.start_time DESC"], max_results=1
     )
     return runs[0].info.run_id if runs else None
 

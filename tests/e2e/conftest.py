@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -24,10 +26,19 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+_ports_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this session: a cluster being started has not
+    bound the ports it was given yet, so the OS could offer one of them again."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
 
 
 def wait_for_http(url: str, timeout: float, process: subprocess.Popen, headers: dict[str, str] | None = None) -> None:
@@ -87,8 +98,13 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
         token = None
         env["RAY_AUTH_MODE"] = "disabled"
     dashboard_port = free_port()
+    # A temp dir of its own: a job driver connects to the cluster that the temp dir's
+    # ray_current_cluster file names, which any other `ray start` on the machine would overwrite in
+    # the shared /tmp/ray. Short, under /tmp: Ray's socket paths must stay under 108 characters.
+    temp_dir = tempfile.mkdtemp(prefix="ray-e2e-", dir="/tmp")
     command = [
         str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
+        f"--temp-dir={temp_dir}",
         "--dashboard-host=127.0.0.1", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
@@ -104,6 +120,7 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
         yield RayHead(url, env)
     finally:
         stop_group(process)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -135,3 +152,12 @@ def ray_head_with_token(tmp_path):
 def mlflow_url(tmp_path):
     with mlflow_server(tmp_path) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokens(ray_local, corpus, tmp_path_factory) -> str:
+    """Token shards of part of tinyshakespeare with GPT-2's tokenizer (the demo's), for the training
+    jobs' tests; built once per session on the session's local Ray."""
+    from tests.integration.test_train_loop import build_shakespeare_tokens
+
+    return build_shakespeare_tokens(tmp_path_factory.mktemp("e2e-tokens"), corpus, tokenizer="gpt2", speeches=2000)

@@ -1,0 +1,53 @@
+"""Fine-tune a pretrained GPT into a text classifier (spam / ham by default), with Ray Train.
+
+    python jobs/finetune_classifier.py --config jobs/configs/finetune-classifier.yaml [--set key=value ...]
+    ray job submit --working-dir . -- python jobs/finetune_classifier.py --config jobs/configs/finetune-classifier.yaml
+
+``model.init_from`` names the starting point: our checkpoint, a training run's folder (its latest
+checkpoint), or a Hugging Face GPT-2 folder. MLflow goes to ``MLFLOW_TRACKING_URI``, else
+``./mlflow.db``. A rerun with the same ``run.name`` continues that run from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import ray
+
+from model.finetune.classify import ClassifierConfig, ClassifierTask
+from model.launch import launch
+from model.tracking import tracking_uri
+from pipeline.config import load_config, to_dict
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="config YAML (jobs/configs/finetune-classifier*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(ClassifierConfig, args.config, args.set)
+        task = ClassifierTask(config)
+    except (ValueError, FileNotFoundError) as error:  # ConfigError, or a data file that cannot be read
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    ray.init()
+    outcome = launch(config, task, effective_config=to_dict(config), params=task.params(), datasets=task.inputs())
+
+    metrics = task.final_metrics or outcome.result.metrics or {}
+    summary = ", ".join(f"{key} {metrics[key]:.4f}" for key in
+                        ("train_accuracy", "val_accuracy", "test_accuracy", "test_f1", "val_loss") if key in metrics)
+    print(f"\nfinished {config.run.name}: {summary}")
+    print(f"classifier checkpoint: {outcome.checkpoint_dir}/model")
+    if outcome.run_id:
+        print(f"MLflow run: {outcome.run_id} (experiment {config.tracking.experiment!r}) at {tracking_uri()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

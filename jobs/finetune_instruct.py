@@ -1,0 +1,55 @@
+"""Fine-tune a pretrained GPT to follow instructions (Alpaca-format data), with Ray Train.
+
+    python jobs/finetune_instruct.py --config jobs/configs/finetune-instruct.yaml [--set key=value ...]
+    ray job submit --working-dir . -- python jobs/finetune_instruct.py --config jobs/configs/finetune-instruct.yaml
+
+``model.init_from`` names the starting point: our checkpoint, a training run's folder (its latest
+checkpoint), or a Hugging Face GPT-2 folder. The test split's responses are logged to MLflow beside
+the references, and scored if ``eval.judge.url`` names an OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import ray
+
+from model.finetune.instruct import InstructConfig, InstructTask
+from model.launch import launch
+from model.tracking import tracking_uri
+from pipeline.config import load_config, to_dict
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="config YAML (jobs/configs/finetune-instruct*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(InstructConfig, args.config, args.set)
+        task = InstructTask(config)
+    except (ValueError, FileNotFoundError) as error:  # ConfigError, or a data file that cannot be read
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    ray.init()
+    outcome = launch(config, task, effective_config=to_dict(config), params=task.params(), datasets=task.inputs())
+
+    final = {**(outcome.result.metrics or {}), **task.final_metrics}
+    summary = ", ".join(f"{key} {final[key]:.4f}" for key in ("loss", "val_loss", "test_judge_score") if key in final)
+    print(f"\nfinished {config.run.name}: {summary}")
+    for entry in task.responses[:3]:
+        print(f"\n### {entry['instruction']} {entry.get('input', '')}\n  reference: {entry['output']}\n"
+              f"  model:     {entry['model_response']}")
+    print(f"\nmodel: {outcome.checkpoint_dir}/model")
+    if outcome.run_id:
+        print(f"MLflow run: {outcome.run_id} (experiment {config.tracking.experiment!r}) at {tracking_uri()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
