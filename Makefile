@@ -14,11 +14,23 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 
-# The demo starts its own local Ray unless RAY_ADDRESS names a cluster.
+# The demo: build the dataset -> pretrain on its token shards -> generate. Each step starts its own
+# local Ray unless RAY_ADDRESS names a cluster; MLflow goes to ./mlflow.db unless MLFLOW_TRACKING_URI is set.
+DEMO_MODEL := data/runs/pretrain-demo/checkpoint-00000080/model
 demo: export RAY_ADDRESS ?= local
 demo: setup
 	$(BIN)/python -m pipeline.demo_crawl data/demo-crawl
 	$(BIN)/python jobs/build_dataset.py --config jobs/configs/demo.yaml
+	$(BIN)/python jobs/pretrain.py --config jobs/configs/pretrain-demo.yaml
+	@echo "--- a sample from the demo model:"
+	$(BIN)/python jobs/generate.py --checkpoint $(DEMO_MODEL) --prompt "The best way to" \
+	    --max-new-tokens 40 --temperature 0.8 --top-k 50 --seed 0
+	@echo "--- where to look:"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000;"
+	@echo "  experiments 'dataset-builds' and 'pretraining', registered model 'webllm-demo')"
+	@echo "Fine-tune the demo model:"
+	@echo "  $(BIN)/python jobs/finetune_classifier.py --config jobs/configs/finetune-classifier-demo.yaml --set model.init_from=data/runs/pretrain-demo"
+	@echo "  $(BIN)/python jobs/finetune_instruct.py --config jobs/configs/finetune-instruct-demo.yaml --set model.init_from=data/runs/pretrain-demo"
 
 test: setup
 	$(BIN)/python -m pytest

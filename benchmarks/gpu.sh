@@ -7,6 +7,8 @@
 #   benchmarks/gpu.sh                          # H100/H200 SXM: dense bf16 peak 989 TFLOP/s
 #   benchmarks/gpu.sh --peak-tflops 312        # A100
 #   benchmarks/gpu.sh --batch-size 32          # any flag of `benchmarks/model.py gpu`
+#   benchmarks/gpu.sh --pretrain               # the training job instead: jobs/pretrain.py, 1 GPU worker,
+#                                              # ~200 steps (benchmarks/gpu_pretrain.sh); a call of its own
 #
 # Needs a CUDA build of torch (the project's lock pins the CPU one) and, for torch.compile, Triton.
 set -euo pipefail
@@ -21,5 +23,6 @@ if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() el
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 cd "$ROOT"
+if [[ "${1:-}" == "--pretrain" ]]; then shift; exec "$ROOT/benchmarks/gpu_pretrain.sh" "$@"; fi
 # Stop short of the 8-minute budget even if compilation is slow; rows already printed stay.
 exec timeout 470 "$PYTHON" benchmarks/model.py gpu "$@"

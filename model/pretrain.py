@@ -183,34 +183,37 @@ class PretrainTask:
         return flops_per_token(model, self.sequence_length)
 
     def evaluate(self, model: nn.Module, worker: Worker, step: int, final: bool) -> Evaluation:
-        evaluation = Evaluation()
         inner = parallel.inner_module(model)
         inner.eval()
-        val_batches = list(data.validation_batches(self.config.data, self.config.batch.micro_batch_size,
-                                                   self.config.eval.val_batches))
-        val_batches = pad_with_repeats(val_batches, worker.all_reduce_max(len(val_batches)))
-        sums = validation_loss_sums(inner, val_batches, self.loss_sum, self.prediction_count, worker.device,
-                                    worker.autocast())
-        total, count = worker.all_reduce_sum(list(sums))
-        if count:
-            evaluation.metrics["val_loss"] = total / count
-
+        evaluation = Evaluation(metrics=self._validation_loss(inner, worker))
         hellaswag = self.config.eval.hellaswag
         evals_done = step // self.config.run.eval_every_steps
         if hellaswag.enabled and (final or (hellaswag.every_evals and evals_done % hellaswag.every_evals == 0)):
-            items = shard_evenly(self._hellaswag_items(), worker.rank, worker.world_size)
-            counts = score_hellaswag(inner, items, worker.device, worker.autocast())
-            counts.items, counts.correct, counts.correct_norm = worker.all_reduce_sum(
-                [counts.items, counts.correct, counts.correct_norm])
-            evaluation.metrics.update(counts.metrics())
-
-        samples = self.config.eval.samples
-        if samples.prompts:
-            with parallel.gathered(model) as generator_model, worker.autocast():
-                text = sample_text(generator_model, self._encoding(), samples.prompts, samples.max_new_tokens,
-                                   samples.temperature, samples.top_k, seed=self.config.run.seed + step)
-            evaluation.texts[f"samples/step-{step:08d}.txt"] = text
+            evaluation.metrics.update(self._hellaswag_accuracy(inner, worker))
+        if self.config.eval.samples.prompts:
+            evaluation.texts[f"samples/step-{step:08d}.txt"] = self._samples(model, worker, step)
         return evaluation
+
+    def _validation_loss(self, model: nn.Module, worker: Worker) -> dict[str, float]:
+        batches = list(data.validation_batches(self.config.data, self.config.batch.micro_batch_size,
+                                               self.config.eval.val_batches))
+        batches = pad_with_repeats(batches, worker.all_reduce_max(len(batches)))
+        sums = validation_loss_sums(model, batches, self.loss_sum, self.prediction_count, worker.device, worker.autocast())
+        total, count = worker.all_reduce_sum(list(sums))
+        return {"val_loss": total / count} if count else {}
+
+    def _hellaswag_accuracy(self, model: nn.Module, worker: Worker) -> dict[str, float]:
+        items = shard_evenly(self._hellaswag_items(), worker.rank, worker.world_size)
+        counts = score_hellaswag(model, items, worker.device, worker.autocast())
+        counts.items, counts.correct, counts.correct_norm = worker.all_reduce_sum(
+            [counts.items, counts.correct, counts.correct_norm])
+        return counts.metrics()
+
+    def _samples(self, model: nn.Module, worker: Worker, step: int) -> str:
+        samples = self.config.eval.samples
+        with parallel.gathered(model) as generator, worker.autocast():
+            return sample_text(generator, self._encoding(), samples.prompts, samples.max_new_tokens,
+                               samples.temperature, samples.top_k, seed=self.config.run.seed + step)
 
     def _encoding(self):
         return load_tokenizer(self.tokenizer["spec"])

@@ -20,12 +20,13 @@ GPU_PEAK_FLOPS = {
 CPU_PEAK_FLOPS_PER_CORE = 100e9
 
 
-def assumed_peak_flops(device: torch.device, cpus_per_worker: float) -> float | None:
-    """The peak FLOP/s of one worker's device, or None for a GPU not in the table."""
+def assumed_peak_flops(device: torch.device) -> float | None:
+    """The peak FLOP/s of one worker's device, or None for a GPU not in the table. On CPU, the cores
+    this worker computes on: torch's threads (Ray sets them from the CPUs it reserves, at least one)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         return next((peak for key, peak in GPU_PEAK_FLOPS.items() if key in name), None)
-    return CPU_PEAK_FLOPS_PER_CORE * cpus_per_worker
+    return CPU_PEAK_FLOPS_PER_CORE * torch.get_num_threads()
 
 
 class Throughput:

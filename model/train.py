@@ -153,7 +153,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     batch_iterator = iter(batches)
     logger = RunLogger(job.tracking_uri, job.run_id) if rank == 0 and job.run_id else None
     flops_per_token = task.flops_per_token(parallel.inner_module(model))
-    peak_flops = config.tracking.peak_flops_per_worker or assumed_peak_flops(device, config.scaling.cpus_per_worker)
+    peak_flops = config.tracking.peak_flops_per_worker or assumed_peak_flops(device)
     meter = Throughput(config.run.max_steps)
     if logger and not restarted:  # a restart logs into the same run, whose params are set already
         logger.log_params({"device": _device_name(device), "world_size": world_size,

@@ -74,7 +74,7 @@ class TrackingConfig:
     # Register the final model under this name in the MLflow model registry (None: do not register).
     registered_model: str | None = None
     # The peak FLOP/s of one worker's device that MFU is measured against. None: a known GPU's bf16
-    # dense peak, or for CPU workers 100 GFLOP/s per core (a nominal AVX-512 FMA core).
+    # dense peak, or for CPU workers 100 GFLOP/s per thread (a nominal AVX-512 FMA core).
     peak_flops_per_worker: Annotated[float, Field(gt=0)] | None = None
 
 

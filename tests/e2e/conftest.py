@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ray.job_submission import JobSubmissionClient
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -119,8 +120,25 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
         wait_for_http(f"{url}/api/version", 120, process, headers)
         yield RayHead(url, env)
     finally:
+        stop_jobs(url, headers)
         stop_group(process)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_jobs(url: str, headers: dict[str, str] | None, grace: float = 30) -> None:
+    """Stop jobs still running (a test that failed mid-job): their drivers run in sessions of their
+    own, which stopping the head's process group would leave behind."""
+    try:
+        client = JobSubmissionClient(url, headers=headers)
+        running = [job.submission_id for job in client.list_jobs() if not job.status.is_terminal()]
+        for job_id in running:
+            client.stop_job(job_id)
+        deadline = time.monotonic() + grace
+        while running and time.monotonic() < deadline:
+            running = [job_id for job_id in running if not client.get_job_status(job_id).is_terminal()]
+            time.sleep(1)
+    except Exception as error:  # the head may already be gone; nothing is left to stop then
+        print(f"could not stop the cluster's jobs: {error}")
 
 
 @contextmanager
