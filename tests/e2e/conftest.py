@@ -56,7 +56,9 @@ def wait_for_http(url: str, timeout: float, process: subprocess.Popen, headers: 
 
 
 def stop_group(process: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+    # A short grace: `ray start --block` takes ~20 s to wind down on SIGTERM, and everything it
+    # started is in its process group, which SIGKILL then takes down whole.
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

@@ -49,7 +49,7 @@ def crawl_folder(work: Path, corpus: Path) -> list[str]:
     folder = work / "crawl"
     folder.mkdir()
     shutil.copy(corpus / "web" / "warc" / "crawl-sample-0000.warc.gz", folder)
-    return ["--input", str(folder), "--output", str(work / "web")]
+    return ["--input", str(folder), "--output", str(work / "web"), "--set", f"tokenize.output={work / 'tokens'}"]
 
 
 def few_steps(work: Path, corpus: Path) -> list[str]:
