@@ -154,7 +154,11 @@ def _write(path: str, table: pa.Table, config: ShardConfig) -> str:
     """Write ``table`` as Parquet and return the file's sha256."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression=config.compression, row_group_size=10_000)
-    data = buffer.getvalue()
+    return write_bytes(path, buffer.getvalue())
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` on any filesystem, creating its folder; return its sha256."""
     fs = filesystem(path)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as f:

@@ -43,6 +43,7 @@ from pipeline.shards import (
     is_complete,
     prepare_staging,
     read_manifest,
+    write_bytes,
 )
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
 
@@ -194,12 +195,7 @@ def _write_parquet(path: str, table: pa.Table, compression: str) -> str:
         use_dictionary=False,
         write_statistics=["sequence_id"],
     )
-    data = buffer.getvalue()
-    fs = filesystem(path)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
-    return hashlib.sha256(data).hexdigest()
+    return write_bytes(path, buffer.getvalue())
 
 
 def encode_documents(text_files: list[str], config: TokenizeConfig) -> ray.data.Dataset:
