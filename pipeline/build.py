@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import ray
 from pydantic import Field
 
+from pipeline.actor_pool import actor_pool
 from pipeline.chain import StageChain
 from pipeline.config import ConfigError, config_dataclass, to_dict, validate
 from pipeline.dedup import INDEX_FOLDER, DedupConfig, deduplicate, write_index
@@ -168,7 +169,7 @@ def build(config: BuildConfig, overwrite: bool = False, previous_index: str | No
                 fn_constructor_args=(segment, collector),
                 batch_format="pyarrow",
                 batch_size=config.compute.batch_size,
-                concurrency=config.compute.stage_workers,
+                compute=actor_pool(config.compute.stage_workers),
             )
     ds = ds.materialize()
 

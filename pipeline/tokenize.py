@@ -34,6 +34,7 @@ import ray
 import xxhash
 from pydantic import Field
 
+from pipeline.actor_pool import actor_pool
 from pipeline.config import config_dataclass, to_dict
 from pipeline.shards import (
     MANIFEST,
@@ -207,19 +208,12 @@ def encode_documents(text_files: list[str], config: TokenizeConfig) -> ray.data.
     files = ray.data.from_items([{"path": path} for path in text_files], override_num_blocks=len(text_files))
     # Output blocks of a few MB: the next steps get them as they come.
     files.context.target_max_block_size = ENCODE_BLOCK_BYTES
-    workers = min(config.encode_workers, len(text_files))
-    # All actors at once when the CPUs are free; else grow from one, as a pool asking for more CPUs
-    # than it can get would wait forever.
-    if ray.available_resources().get("CPU", 0) >= workers:
-        pool = ray.data.ActorPoolStrategy(size=workers)
-    else:
-        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
     return files.map_batches(
         DocumentEncoder,
         fn_constructor_kwargs={"tokenizer": config.tokenizer, "val_fraction": config.val_fraction, "batch_rows": config.batch_size},
         batch_size=1,
         batch_format="pyarrow",
-        compute=pool,
+        compute=actor_pool(min(config.encode_workers, len(text_files))),
     )
 
 

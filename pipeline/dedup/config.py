@@ -113,9 +113,10 @@ class DedupConfig:
     # At or below this many candidate edges, connected components run as one union-find on the
     # driver and the decisions are broadcast to the document blocks. Above it, both run distributed.
     union_find_edge_limit: Annotated[int, Field(ge=0)] = 1_000_000
-    # Documents per block while computing keys: bounds a task's memory, and a dataset that
-    # arrives as a few big blocks still spreads over every worker.
-    block_documents: Positive = 2000
+    # Documents per batch while computing keys (normalize, shingle, sign): bounds an actor's memory.
+    batch_documents: Positive = 2000
+    # Actors computing the keys, one CPU each; input blocks are shared out among them.
+    key_workers: Positive = 2
     # Target size of one shuffle partition; it bounds the memory of every reduce task.
     partition_mb: Annotated[float, Field(gt=0)] = 64.0
     # Large-star/small-star converges in O(log^2 n) rounds; this only guards against a bug.

@@ -1,7 +1,7 @@
 """Each alive document's bucket keys: its exact-duplicate key and one key per LSH band.
 
-``add_document_keys`` runs over document batches (``map_batches``) and appends the keys as list
-columns, so the documents and their keys are computed in one pass over the upstream pipeline.
+``DocumentKeyer`` runs over document batches (``map_batches`` on an actor pool) and appends the keys
+as list columns, so the documents and their keys are computed in one pass over the upstream pipeline.
 ``key_rows`` turns those lists into one row per (key, document): the index rows, and, as graph
 nodes (``to_bucket_rows``), the input of the bucket shuffle.
 """
@@ -21,70 +21,77 @@ from pipeline.dedup.index import INDEX_SCHEMA
 from pipeline.dedup.lsh import BUCKET_SCHEMA, EXACT_BAND, band_keys
 from pipeline.dedup.minhash import Signer
 from pipeline.dedup.normalize import normalize, strip_punctuation
-from pipeline.dedup.nodes import to_nodes
+from pipeline.dedup.nodes import NEW, to_nodes
 from pipeline.documents import alive_mask
 
 KEY_HI, KEY_LO, KEY_BAND = "_dedup_key_hi", "_dedup_key_lo", "_dedup_band"
 KEY_COLUMNS = (KEY_HI, KEY_LO, KEY_BAND)
 
 
-def add_document_keys(batch: pa.Table, config: DedupConfig) -> pa.Table:
-    """The batch with three list columns: key halves and band (``EXACT_BAND`` for the exact key).
+class DocumentKeyer:
+    """Appends three list columns to each batch: key halves and band (``EXACT_BAND`` for the exact key).
 
     Dropped documents get empty lists. A document whose text has no shingles gets no band keys.
+    A callable class, so each actor draws the permutations and builds its hash tables once and then
+    takes batch after batch: Ray Data keeps actors fed, where one task per batch leaves a gap between
+    tasks that costs a quarter of the keying time on two cores.
     """
-    alive = np.flatnonzero(alive_mask(batch).to_numpy(zero_copy_only=False))
-    texts = [text or "" for text in batch["text"].take(alive).to_pylist()]
-    scopes = document_scopes(batch, alive, config.group_by)
 
-    key_hi, key_lo, band, present = [], [], [], []
-    exact_texts: list[str] | None = None
-    if config.exact.enabled:
-        exact_texts = [normalize(text, config.exact.normalize) for text in texts]
-        hi, lo = exact_keys(exact_texts, scopes)
-        key_hi.append(hi[:, None])
-        key_lo.append(lo[:, None])
-        band.append(np.full((len(texts), 1), EXACT_BAND, dtype=np.int16))
-        present.append(np.ones((len(texts), 1), dtype=bool))
-    if config.minhash.enabled:
-        signatures, has_shingles = _signatures(texts, exact_texts, config)
-        hi, lo = band_keys(signatures, config.minhash.rows, scope_hashes(scopes))
-        key_hi.append(hi)
-        key_lo.append(lo)
-        band.append(np.broadcast_to(np.arange(config.minhash.bands, dtype=np.int16), hi.shape))
-        present.append(np.broadcast_to(has_shingles[:, None], hi.shape))
+    def __init__(self, config: DedupConfig):
+        self.config = config
+        self.signer = Signer(config.minhash) if config.minhash.enabled else None
 
-    counts = np.zeros(batch.num_rows, dtype=np.int32)
-    if present:
-        mask = np.hstack(present)
-        counts[alive] = mask.sum(axis=1)
-        values = {name: np.hstack(parts)[mask] for name, parts in ((KEY_HI, key_hi), (KEY_LO, key_lo), (KEY_BAND, band))}
-    else:
-        values = {KEY_HI: np.empty(0, np.int64), KEY_LO: np.empty(0, np.int64), KEY_BAND: np.empty(0, np.int16)}
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    for name, flat in values.items():
-        batch = batch.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(flat)))
-    return batch
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        config = self.config
+        alive = np.flatnonzero(alive_mask(batch).to_numpy(zero_copy_only=False))
+        texts = [text or "" for text in batch["text"].take(alive).to_pylist()]
+        scopes = document_scopes(batch, alive, config.group_by)
 
+        key_hi, key_lo, band, present = [], [], [], []
+        exact_texts: list[str] | None = None
+        if config.exact.enabled:
+            exact_texts = [normalize(text, config.exact.normalize) for text in texts]
+            hi, lo = exact_keys(exact_texts, scopes)
+            key_hi.append(hi[:, None])
+            key_lo.append(lo[:, None])
+            band.append(np.full((len(texts), 1), EXACT_BAND, dtype=np.int16))
+            present.append(np.ones((len(texts), 1), dtype=bool))
+        if self.signer is not None:
+            signatures, has_shingles = self._signatures(texts, exact_texts)
+            hi, lo = band_keys(signatures, config.minhash.rows, scope_hashes(scopes))
+            key_hi.append(hi)
+            key_lo.append(lo)
+            band.append(np.broadcast_to(np.arange(config.minhash.bands, dtype=np.int16), hi.shape))
+            present.append(np.broadcast_to(has_shingles[:, None], hi.shape))
 
-def _signatures(
-    texts: list[str], exact_texts: list[str] | None, config: DedupConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash signatures, starting from the exact-normalized texts when that saves work.
+        counts = np.zeros(batch.num_rows, dtype=np.int32)
+        if present:
+            mask = np.hstack(present)
+            counts[alive] = mask.sum(axis=1)
+            values = {name: np.hstack(parts)[mask] for name, parts in ((KEY_HI, key_hi), (KEY_LO, key_lo), (KEY_BAND, band))}
+        else:
+            values = {KEY_HI: np.empty(0, np.int64), KEY_LO: np.empty(0, np.int64), KEY_BAND: np.empty(0, np.int16)}
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        for name, flat in values.items():
+            batch = batch.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(flat)))
+        return batch
 
-    With the default settings MinHash normalizes as exact hashing does and then also strips
-    punctuation; stripping the exact-normalized text gives the same text without redoing NFC
-    and case folding (and punctuation turned to spaces needs no new collapsing for words).
-    """
-    signer = Signer(config.minhash)
-    wanted = config.minhash.normalize
-    if exact_texts is None or config.exact.normalize != replace(wanted, strip_punctuation=False):
-        return signer(texts)
-    if wanted.strip_punctuation:
-        exact_texts = [strip_punctuation(text) for text in exact_texts]
-        if wanted.collapse_whitespace and config.minhash.shingle == "char":
-            exact_texts = [" ".join(text.split()) for text in exact_texts]
-    return signer.of_normalized(exact_texts)
+    def _signatures(self, texts: list[str], exact_texts: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+        """MinHash signatures, starting from the exact-normalized texts when that saves work.
+
+        With the default settings MinHash normalizes as exact hashing does and then also strips
+        punctuation; stripping the exact-normalized text gives the same text without redoing NFC
+        and case folding (and punctuation turned to spaces needs no new collapsing for words).
+        """
+        config = self.config
+        wanted = config.minhash.normalize
+        if exact_texts is None or config.exact.normalize != replace(wanted, strip_punctuation=False):
+            return self.signer(texts)
+        if wanted.strip_punctuation:
+            exact_texts = [strip_punctuation(text) for text in exact_texts]
+            if wanted.collapse_whitespace and config.minhash.shingle == "char":
+                exact_texts = [" ".join(text.split()) for text in exact_texts]
+        return self.signer.of_normalized(exact_texts)
 
 
 def key_rows(batch: pa.Table) -> pa.Table:
@@ -107,6 +114,11 @@ def to_bucket_rows(rows: pa.Table, rank: str) -> pa.Table:
         {"key_hi": rows["key_hi"], "key_lo": rows["key_lo"], "band": rows["band"], "node": to_nodes(rows["id"], rank)},
         schema=BUCKET_SCHEMA,
     )
+
+
+def new_bucket_rows(batch: pa.Table) -> pa.Table:
+    """The graph-node rows of this build's documents, straight from a batch carrying the key columns."""
+    return to_bucket_rows(key_rows(batch), NEW)
 
 
 def document_scopes(batch: pa.Table, rows: np.ndarray, group_by: str | None) -> list[str]:

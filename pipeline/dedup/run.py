@@ -23,14 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from pipeline.actor_pool import actor_pool
 from pipeline.config import ConfigError
 from pipeline.dedup.components import star_rounds, union_find
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decisions import DECISION_SCHEMA, apply_decisions, decide, exact_flags, flagged_labels
 from pipeline.dedup.index import INDEX_SCHEMA, read_index
-from pipeline.dedup.keys import KEY_COLUMNS, add_document_keys, key_rows, to_bucket_rows
+from pipeline.dedup.keys import KEY_COLUMNS, DocumentKeyer, key_rows, new_bucket_rows, to_bucket_rows
 from pipeline.dedup.lsh import EDGE_SCHEMA, bucket_edges, describe_s_curve
-from pipeline.dedup.nodes import INDEXED, NEW
+from pipeline.dedup.nodes import INDEXED
 from pipeline.dedup.shuffle import RayShuffle, broadcast_join, shuffle_join
 
 logger = logging.getLogger(__name__)
@@ -58,22 +59,29 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str |
     if config.minhash.enabled:
         logger.info("dedup MinHash-LSH %s", describe_s_curve(config.minhash.bands, config.minhash.rows))
 
-    keyed = (
-        ds.repartition(target_num_rows_per_block=config.block_documents)
-        .map_batches(add_document_keys, fn_kwargs={"config": config}, batch_format="pyarrow")
-        .materialize()
-    )
+    # Upstream steps run first: the key actors may hold every CPU, and a task of an upstream step
+    # left waiting for one would wait forever. (A no-op for a materialized dataset, as the build's.)
+    keyed = ds.materialize().map_batches(
+        DocumentKeyer, fn_constructor_args=(config,), batch_size=config.batch_documents,
+        batch_format="pyarrow", compute=actor_pool(config.key_workers),
+    ).materialize()
     documents = keyed.drop_columns(list(KEY_COLUMNS))
     document_schema = pa.schema([f for f in keyed.schema().base_schema if f.name not in KEY_COLUMNS])
-    new_rows = keyed.map_batches(key_rows, batch_format="pyarrow").materialize()
-    buckets = new_rows.map_batches(to_bucket_rows, fn_kwargs={"rank": NEW}, batch_format="pyarrow")
-    previous = read_index(previous_index, config) if previous_index else None
-    if previous is not None:
-        buckets = buckets.union(previous.map_batches(to_bucket_rows, fn_kwargs={"rank": INDEXED}, batch_format="pyarrow"))
+    # The index rows of these documents, computed only where they are used: writing the index.
+    new_rows = keyed.map_batches(key_rows, batch_format="pyarrow")
     seconds["keys"] = time.perf_counter() - started
 
+    # Partitions are sized on the keyed documents, text included: more (smaller) than the bucket
+    # rows need, but known without another pass over the data.
     shuffle = RayShuffle(config.partition_mb)
-    edges = shuffle.by_key(buckets, "key_hi", bucket_edges)
+    previous = read_index(previous_index, config) if previous_index else None
+    if previous is None:  # the bucket rows are made inside the shuffle's map tasks: no pass of their own
+        edges = shuffle.by_key(keyed, "key_hi", bucket_edges, prepare=new_bucket_rows)
+    else:
+        buckets = keyed.map_batches(new_bucket_rows, batch_format="pyarrow").union(
+            previous.map_batches(to_bucket_rows, fn_kwargs={"rank": INDEXED}, batch_format="pyarrow")
+        )
+        edges = shuffle.by_key(buckets, "key_hi", bucket_edges)
     n_edges = edges.count()
     seconds["buckets"] = time.perf_counter() - started - sum(seconds.values())
 
@@ -100,7 +108,7 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str |
         )
         kept_rows = shuffle_join(
             new_rows, INDEX_SCHEMA, removed, REMOVED_SCHEMA, "id", _drop_removed,
-            shuffle.partitions(new_rows.size_bytes()), shuffle.partition_bytes,
+            shuffle.partitions(keyed.size_bytes()), shuffle.partition_bytes,
         )
         components = {"method": "star_rounds", "rounds": rounds, "clustered": decisions.count()}
         removals = _reason_counts(decisions)

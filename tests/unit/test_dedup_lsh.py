@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.dedup.config import DedupConfig, ExactConfig, MinHashConfig
-from pipeline.dedup.keys import KEY_BAND, KEY_HI, add_document_keys, key_rows, to_bucket_rows
+from pipeline.dedup.keys import KEY_BAND, KEY_HI, DocumentKeyer, key_rows, to_bucket_rows
 from pipeline.dedup.lsh import EXACT_BAND, band_keys, bucket_edges, describe_s_curve, s_curve
 from pipeline.dedup.nodes import NEW
 from pipeline.documents import table_from_rows
@@ -99,7 +99,7 @@ def test_document_keys():
             {"text": "..."},                                          # no shingles: exact key only
         ]
     )
-    keyed = add_document_keys(batch, DedupConfig())
+    keyed = DocumentKeyer(DedupConfig())(batch)
     assert keyed.column_names[: batch.num_columns] == batch.column_names
     assert [len(keys_of(keyed, row)) for row in range(5)] == [15, 15, 15, 0, 1]
     assert keys_of(keyed, 0) == keys_of(keyed, 1)
@@ -112,18 +112,18 @@ def test_document_keys():
 
 def test_keys_follow_the_config():
     batch = docs([{"text": TEXT, "source": "a"}, {"text": TEXT, "source": "b"}])
-    scoped = add_document_keys(batch, DedupConfig(group_by="source"))
+    scoped = DocumentKeyer(DedupConfig(group_by="source"))(batch)
     assert not keys_of(scoped, 0) & keys_of(scoped, 1)
-    exact_only = add_document_keys(batch, DedupConfig(minhash=MinHashConfig(enabled=False)))
+    exact_only = DocumentKeyer(DedupConfig(minhash=MinHashConfig(enabled=False)))(batch)
     assert keys_of(exact_only, 0) == keys_of(exact_only, 1) and len(keys_of(exact_only, 0)) == 1
-    nothing = add_document_keys(batch, DedupConfig(exact=ExactConfig(enabled=False), minhash=MinHashConfig(enabled=False)))
+    nothing = DocumentKeyer(DedupConfig(exact=ExactConfig(enabled=False), minhash=MinHashConfig(enabled=False)))(batch)
     assert key_rows(nothing).num_rows == 0
 
 
 @pytest.mark.parametrize("minhash", [MinHashConfig(), MinHashConfig(preset="nemo", normalize={"strip_punctuation": True})])
 def test_band_keys_do_not_depend_on_reusing_the_exact_normalization(minhash):
     batch = docs([{"text": "Ünïcode — «quotes»,  dashes–and   spaces!\n" + TEXT}, {"text": TEXT.title()}])
-    with_exact = add_document_keys(batch, DedupConfig(minhash=minhash))
-    alone = add_document_keys(batch, DedupConfig(minhash=minhash, exact=ExactConfig(enabled=False)))
+    with_exact = DocumentKeyer(DedupConfig(minhash=minhash))(batch)
+    alone = DocumentKeyer(DedupConfig(minhash=minhash, exact=ExactConfig(enabled=False)))(batch)
     for row in range(2):
         assert keys_of(alone, row) == {key for key in keys_of(with_exact, row) if key[1] != EXACT_BAND}
