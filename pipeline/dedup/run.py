@@ -61,9 +61,12 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str |
 
     # Upstream steps run first: the key actors may hold every CPU, and a task of an upstream step
     # left waiting for one would wait forever. (A no-op for a materialized dataset, as the build's.)
-    keyed = ds.materialize().map_batches(
+    ds = ds.materialize()
+    # An actor per input block at most: a block goes to one actor, so more would start for nothing.
+    workers = max(1, min(config.key_workers, ds.num_blocks()))
+    keyed = ds.map_batches(
         DocumentKeyer, fn_constructor_args=(config,), batch_size=config.batch_documents,
-        batch_format="pyarrow", compute=actor_pool(config.key_workers),
+        batch_format="pyarrow", compute=actor_pool(workers),
     ).materialize()
     documents = keyed.drop_columns(list(KEY_COLUMNS))
     document_schema = pa.schema([f for f in keyed.schema().base_schema if f.name not in KEY_COLUMNS])
