@@ -22,16 +22,14 @@ import ray
 from model import tracking, train_state
 from model.launch import evaluate
 from model.pretrain import PretrainConfig, PretrainTask, with_absolute_paths
-from pipeline.config import load_config, to_dict
+from pipeline.config import config_parser, load_config, to_dict
 
 EXPERIMENT = "evaluations"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = config_parser(__doc__, "a pretraining config: its data, eval and scaling sections are used")
     parser.add_argument("--checkpoint", required=True, help="our checkpoint, a training checkpoint or a Hugging Face GPT-2 folder")
-    parser.add_argument("--config", required=True, help="a pretraining config: its data, eval and scaling sections are used")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return parser.parse_args(argv)
 
 

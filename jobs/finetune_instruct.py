@@ -10,7 +10,6 @@ the references, and scored if ``eval.judge.url`` names an OpenAI-compatible endp
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import ray
@@ -18,18 +17,11 @@ import ray
 from model.finetune.instruct import InstructConfig, InstructTask
 from model.launch import launch
 from model.tracking import tracking_uri
-from pipeline.config import load_config, to_dict
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="config YAML (jobs/configs/finetune-instruct*.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    return parser.parse_args(argv)
+from pipeline.config import config_parser, load_config, to_dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = config_parser(__doc__, "config YAML (jobs/configs/finetune-instruct*.yaml)").parse_args(argv)
     try:
         config = load_config(InstructConfig, args.config, args.set)
         task = InstructTask(config)

@@ -10,7 +10,6 @@ on the cluster. MLflow goes to ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``. A 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import ray
@@ -18,18 +17,11 @@ import ray
 from model.launch import launch
 from model.pretrain import PretrainConfig, PretrainTask, with_absolute_paths
 from model.tracking import tracking_uri
-from pipeline.config import load_config, to_dict
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="training config YAML (jobs/configs/pretrain-*.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    return parser.parse_args(argv)
+from pipeline.config import config_parser, load_config, to_dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = config_parser(__doc__, "training config YAML (jobs/configs/pretrain-*.yaml)").parse_args(argv)
     try:
         config = with_absolute_paths(load_config(PretrainConfig, args.config, args.set))
         task = PretrainTask(config)

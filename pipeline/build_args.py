@@ -6,16 +6,14 @@ import argparse
 import json
 
 from pipeline.build import BuildConfig
-from pipeline.config import load_config
+from pipeline.config import config_parser, load_config
 
 
 def build_parser(description: str, config_help: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help=config_help)
+    parser = config_parser(description, config_help)
     parser.add_argument("--input", action="append", default=[],
                         help="input path, glob, folder or URL (repeatable; replaces the config's inputs)")
     parser.add_argument("--output", help="dataset root folder (replaces the config's output)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return parser
 
 

@@ -8,6 +8,7 @@ failure into one ``ConfigError`` line that names the offending key, e.g.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,15 @@ config_dataclass = _pydantic_dataclass(config=pydantic.ConfigDict(extra="forbid"
 
 class ConfigError(ValueError):
     """A bad config: the message is one line and names the key."""
+
+
+def config_parser(description: str, config_help: str) -> argparse.ArgumentParser:
+    """The command line every job starts from: ``--config FILE`` and repeatable ``--set KEY=VALUE``
+    overrides, for ``load_config(cls, args.config, args.set)``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

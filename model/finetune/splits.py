@@ -38,22 +38,25 @@ def cut(examples: Sequence[T], fractions: Sequence[float]) -> Splits[T]:
     """The first ``int(n * train)`` examples train, the next ``int(n * val)`` validate, and the test
     split takes the next ``int(n * test)`` (or the rest, when the fractions sum to 1)."""
     check_fractions(fractions)
-    n = len(examples)
-    train_end = int(n * fractions[0])
-    val_end = train_end + int(n * fractions[1])
-    test_end = n if abs(sum(fractions) - 1) < 1e-9 else val_end + int(n * fractions[2])
-    return Splits(list(examples[:train_end]), list(examples[train_end:val_end]), list(examples[val_end:test_end]))
+    return Splits(*_consecutive_runs(examples, fractions))
 
 
 def instruction_splits(examples: Sequence[T], fractions: Sequence[float] = (0.85, 0.05, 0.10)) -> Splits[T]:
     """The book's split of instruction data: train first, then test, then validation (the rest),
     in file order: 1,100 examples give 935 / 55 / 110 (train / val / test)."""
     check_fractions(fractions)
+    train, test, val = _consecutive_runs(examples, (fractions[0], fractions[2], fractions[1]))
+    return Splits(train, val, test)
+
+
+def _consecutive_runs(examples: Sequence[T], fractions: Sequence[float]) -> tuple[list[T], list[T], list[T]]:
+    """Three runs of examples in order, ``int(n * fraction)`` each; the last takes the rest when the
+    fractions sum to 1."""
     n = len(examples)
-    train_end = int(n * fractions[0])
-    test_end = train_end + int(n * fractions[2])
-    val_end = n if abs(sum(fractions) - 1) < 1e-9 else test_end + int(n * fractions[1])
-    return Splits(list(examples[:train_end]), list(examples[test_end:val_end]), list(examples[train_end:test_end]))
+    first_end = int(n * fractions[0])
+    second_end = first_end + int(n * fractions[1])
+    third_end = n if abs(sum(fractions) - 1) < 1e-9 else second_end + int(n * fractions[2])
+    return list(examples[:first_end]), list(examples[first_end:second_end]), list(examples[second_end:third_end])
 
 
 def classification_splits(
