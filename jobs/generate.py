@@ -1,7 +1,8 @@
-"""Continue a prompt with a trained model: one of our checkpoints or a Hugging Face GPT-2 folder.
+"""Continue a prompt with a trained model: any model reference (see ``model/reference.py``).
 
-    python jobs/generate.py --checkpoint runs/demo/checkpoint --prompt "Every effort moves you" \
+    python jobs/generate.py --checkpoint data/runs/pretrain-demo --prompt "Every effort moves you" \
         --max-new-tokens 50 --temperature 0
+    python jobs/generate.py --checkpoint models:/webllm-demo/1 --prompt "..."   # from the MLflow registry
 
 Prints only the generated text on stdout (not the prompt); errors go to stderr. The tokenizer is
 the one the checkpoint names, and its checksum must match the one the model was trained with.
@@ -14,16 +15,14 @@ import sys
 
 import torch
 
-from model.checkpoint import load_pretrained
 from model.generate import generate
-from pipeline.tokenizer import load_tokenizer, tokenizer_identity
-
-END_OF_TEXT = "<|endoftext|>"
+from model.inference import load_inference_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="our checkpoint folder or a Hugging Face GPT-2 folder")
+    parser.add_argument("--checkpoint", "--model", required=True,
+                        help="a checkpoint, training run, Hugging Face GPT-2 folder, s3:// URL or models:/ URI")
     parser.add_argument("--prompt", required=True, help="text to continue; empty starts a new document")
     parser.add_argument("--max-new-tokens", type=int, default=50)
     parser.add_argument("--temperature", type=float, default=1.0, help="0 means greedy decoding")
@@ -36,33 +35,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    model, tokenizer = load_pretrained(args.checkpoint, device=args.device)
-    encoding = load_tokenizer(tokenizer["spec"])
-    expected = tokenizer.get("sha256")
-    if expected is not None and tokenizer_identity(encoding)["sha256"] != expected:
-        sys.exit(f"tokenizer {tokenizer['spec']!r} is not the one {args.checkpoint} was trained with (sha256 differs)")
-    if encoding.n_vocab > model.config.vocab_size:
-        sys.exit(
-            f"tokenizer {tokenizer['spec']!r} has {encoding.n_vocab} ids, the model only {model.config.vocab_size}"
-        )
-
-    has_end_of_text = END_OF_TEXT in encoding.special_tokens_set
-    prompt = encoding.encode(args.prompt, allowed_special="all")
-    if not prompt and has_end_of_text:  # GPT-2's convention for "no prompt": start a new document
-        prompt = [encoding.eot_token]
+    try:
+        loaded = load_inference_model(args.checkpoint, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(str(error))
+    prompt = loaded.encode(args.prompt)
     if not prompt:
         sys.exit("the prompt is empty and the tokenizer has no <|endoftext|> to start from")
     [new_tokens] = generate(
-        model,
+        loaded.model,
         [prompt],
         args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        stop_token=encoding.eot_token if has_end_of_text else None,
+        stop_token=loaded.end_of_text,
         seed=args.seed,
     )
-    print(encoding.decode(new_tokens))
+    print(loaded.encoding.decode(new_tokens))
 
 
 if __name__ == "__main__":

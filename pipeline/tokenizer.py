@@ -141,19 +141,27 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path, name: 
         # so the first (most frequent) one sets the rank.
         ranks.setdefault(bytes(to_byte[char] for char in left + right), len(ranks))
 
+    encoding = tiktoken.Encoding(name=name or Path(out_dir).resolve().name, pat_str=GPT2_PATTERN,
+                                 mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)})
+    return _load_trained(save_tokenizer(encoding, out_dir).resolve())
+
+
+def save_tokenizer(encoding: tiktoken.Encoding, out_dir: str | Path) -> Path:
+    """Write any encoding as a folder that ``load_tokenizer`` reads (``encoding.json`` + ranks), with
+    the same ``tokenizer_identity``: a model folder can then carry its own tokenizer."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ranks_bytes = _ranks_file_bytes(ranks)
+    ranks_bytes = _ranks_file_bytes(encoding._mergeable_ranks)
     _write_atomic(out / RANKS_FILE, ranks_bytes)
     definition = {
-        "name": name or out.resolve().name,
-        "pat_str": GPT2_PATTERN,
-        "special_tokens": {ENDOFTEXT: len(ranks)},
+        "name": encoding.name,
+        "pat_str": encoding._pat_str,
+        "special_tokens": encoding._special_tokens,
         "ranks_file": RANKS_FILE,
         "ranks_sha256": hashlib.sha256(ranks_bytes).hexdigest(),
     }
     _write_atomic(out / ENCODING_FILE, (json.dumps(definition, indent=2) + "\n").encode())
-    return _load_trained(out.resolve())
+    return out
 
 
 def _load_trained(folder: Path) -> tiktoken.Encoding:

@@ -5,7 +5,9 @@
 - our checkpoint folder (``model.json`` + ``model.safetensors``);
 - a training checkpoint (``checkpoint-00000080/``, whose ``model/`` is the above);
 - a training run's folder (``data/runs/pretrain-demo/``): its latest training checkpoint;
-- a Hugging Face GPT-2 folder (``config.json`` + ``model.safetensors``), imported by ``model/checkpoint.py``.
+- a Hugging Face GPT-2 folder (``config.json`` + ``model.safetensors``), imported by ``model/checkpoint.py``;
+- any of these on an object store, or a registered MLflow model (``models:/name/version``): see
+  ``model/reference.py``.
 
 Without ``init_from`` the model is a random init of ``preset`` (the ablation that shows what
 pretraining adds), sized to the configured tokenizer.
@@ -18,10 +20,10 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import HF_CONFIG_FILE, METADATA_FILE, load_pretrained
+from model.checkpoint import load_pretrained
 from model.config import GPTConfig, preset
 from model.gpt import GPT
-from model.train_state import MODEL_DIR
+from model.reference import resolve_model
 from pipeline.config import ConfigError, config_dataclass, validate
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
 
@@ -43,19 +45,11 @@ class BaseModelConfig:
 
 
 def resolve_checkpoint(path: str) -> Path:
-    """The folder holding the weights that ``path`` names (see the module doc)."""
-    folder = Path(path)
-    if (folder / METADATA_FILE).is_file() or (folder / HF_CONFIG_FILE).is_file():
-        return folder
-    if (folder / MODEL_DIR / METADATA_FILE).is_file():
-        return folder / MODEL_DIR
-    if folder.is_dir():
-        checkpoints = sorted(child for child in folder.iterdir() if _TRAINING_CHECKPOINT.fullmatch(child.name)
-                             and (child / MODEL_DIR / METADATA_FILE).is_file())
-        if checkpoints:
-            return checkpoints[-1] / MODEL_DIR
-    raise ConfigError(f"model.init_from: {path} is neither a checkpoint (ours or Hugging Face GPT-2), a training "
-                      "checkpoint nor a training run's folder holding any")
+    """The local folder holding the weights that ``path`` names (any reference of ``model/reference.py``)."""
+    try:
+        return resolve_model(path)
+    except FileNotFoundError as error:
+        raise ConfigError(f"model.init_from: {error}") from None
 
 
 def base_config(config: BaseModelConfig) -> tuple[GPTConfig, dict[str, Any]]:

@@ -39,7 +39,7 @@ from model.finetune.splits import Splits, check_fractions, instruction_splits
 from model.finetune.task import FinetuneConfig, FinetuneTask
 from model.generate import generate
 from model.train import Batch, Evaluation, Worker
-from pipeline.config import config_dataclass
+from pipeline.config import config_dataclass, to_dict
 from pipeline.corpus import corpus_path
 
 
@@ -80,6 +80,10 @@ class InstructTask(FinetuneTask):
         self.entries: list[dict[str, Any]] = json.loads(self.data_path.read_text(encoding="utf-8"))
         self.final_metrics: dict[str, float] = {}  # the driver's final report, for the job's summary
         self.responses: list[dict[str, Any]] = []
+
+    def metadata(self) -> dict[str, Any]:
+        """The prompt template goes into the checkpoint: a server formats chat messages with it."""
+        return {"prompt_template": to_dict(self.config.data.template)}
 
     def splits(self) -> Splits:
         return instruction_splits(self.entries, self.config.data.fractions)
@@ -156,7 +160,7 @@ class InstructTask(FinetuneTask):
         (folder / "test_responses.json").write_text(json.dumps(self.responses, indent=2, ensure_ascii=False) + "\n")
         exported = {"responses": folder}
         if self.config.trainable.lora.enabled:
-            metadata = {"kind": self.kind, "lora": None, "merged_lora": self._lora_metadata()}
+            metadata = {"kind": self.kind, "lora": None, "merged_lora": self._lora_metadata(), **self.metadata()}
             save_finetuned(model.cpu().state_dict(), scratch / "merged", self.model_config, self.tokenizer, metadata)
             exported["merged"] = scratch / "merged"
         return exported
