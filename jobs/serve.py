@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     print("shutting down", flush=True)
-    serve.delete(APP_NAME)
+    # Ctrl-C reaches a local Ray's own processes too, and a delete that waits on a dead raylet would
+    # never return: give it a bounded time. Exiting stops a Ray that this process started.
+    deleting = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
+    deleting.start()
+    deleting.join(timeout=30)
     return 0
 
 

@@ -79,6 +79,14 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tup
     )
 
 
+def tokenizer_of(path: str | Path) -> dict[str, Any]:
+    """The tokenizer identity a checkpoint folder (ours or Hugging Face GPT-2) names, without loading weights."""
+    path = Path(path)
+    if (path / METADATA_FILE).is_file():
+        return json.loads((path / METADATA_FILE).read_text())["tokenizer"]
+    return {"spec": "gpt2"}
+
+
 # Hugging Face GPT-2 <-> ours. GPT-2 was written in TensorFlow and its linear layers (``Conv1D``)
 # store weights as (in, out), the transpose of ``nn.Linear``'s (out, in).
 _HF_TOP = {"wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight",

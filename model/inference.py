@@ -63,16 +63,22 @@ def load_inference_model(reference: str, device: str | torch.device = "cpu",
     """Raises FileNotFoundError for a reference that holds no model and ValueError for one that
     cannot generate (a classifier, a tokenizer that does not match)."""
     folder = resolve_model(reference)
-    model, tokenizer = load_pretrained(folder)
-    finetune = json.loads((folder / EXTRA_METADATA_FILE).read_text()) if (folder / EXTRA_METADATA_FILE).is_file() else {}
+    finetune = finetune_metadata(folder)
     if finetune.get("kind") == "classifier":
         raise ValueError(f"{reference}: a classifier (labels {finetune.get('labels')}); it scores texts, it does not "
                          "generate them")
+    model, tokenizer = load_pretrained(folder)
     if finetune.get("lora"):
         model = _with_lora_merged(model, folder, finetune["lora"])
     template = PromptTemplate(**finetune["prompt_template"]) if finetune.get("prompt_template") else PromptTemplate()
     model = model.to(device=device, dtype=dtype).eval()
     return InferenceModel(model, _tokenizer(folder, tokenizer, model, reference), template, folder)
+
+
+def finetune_metadata(folder: Path) -> dict:
+    """What fine-tuning recorded in a checkpoint folder (its kind, LoRA, template); {} for a base model."""
+    path = folder / EXTRA_METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _with_lora_merged(model: GPT, folder: Path, lora: dict) -> GPT:

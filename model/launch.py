@@ -2,8 +2,9 @@
 
     create the MLflow run: effective config, model size, git commit, the dataset as an input
     fit() on the workers (model/train.py), which log into that run by its id, restarts included
-    keep the result: the final checkpoint in our format and in the Hugging Face layout, the loss
-    curve, and a new version of the registered model
+    keep the result: the final model as an MLflow pyfunc that serves it (our checkpoint inside; a
+    classifier's checkpoint as it is), the Hugging Face layout, the loss curve, and a new version
+    of the registered model
 
 A rerun with the same ``run.name`` and ``run.output`` continues that Ray Train run from its latest
 checkpoint (Ray Train keeps the run's state in that folder); a finished one is not trained again.
@@ -21,6 +22,8 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from model import tracking, train_state
+from model.inference import finetune_metadata
+from model.serve.pyfunc import log_generative_model
 from model.train import Job, TrainingTask, evaluate_worker, train_worker
 from model.train_config import TrainConfig
 
@@ -106,17 +109,23 @@ def _trainer(config: TrainConfig, task: TrainingTask, worker_function, job: Job,
 
 
 def _keep_final_model(outcome: Outcome, task: TrainingTask, config: TrainConfig) -> None:
-    """Log the final model (ours and the Hugging Face layout), the loss curve; register the model."""
+    """Log the final model (see the module doc) and the task's exports, the loss curve; register the model."""
     checkpoint = outcome.result.checkpoint
+    registered_name = config.tracking.registered_model
     with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory(prefix="webllm-export-") as scratch:
         model_dir = Path(folder) / train_state.MODEL_DIR
-        tracking.log_artifacts(str(model_dir), "checkpoint")
+        if finetune_metadata(model_dir).get("kind") == "classifier":
+            # A classifier scores texts: its checkpoint is the model, registered as it is.
+            tracking.log_artifacts(str(model_dir), "checkpoint")
+            if registered_name:
+                outcome.registered_version = tracking.register_model("checkpoint", registered_name)
+        else:
+            # A generative model: the pyfunc that serves it holds the checkpoint, so it is stored once.
+            outcome.registered_version = log_generative_model(model_dir, registered_name)
         for artifact_path, local_dir in task.exports(model_dir, Path(scratch)).items():
             tracking.log_artifacts(str(local_dir), artifact_path)
     curves = {"train": tracking.metric_history("loss"), "val": tracking.metric_history("val_loss")}
     tracking.log_figure(tracking.loss_curve_figure(curves), "loss_curve.png")
-    if config.tracking.registered_model:
-        outcome.registered_version = tracking.register_model("checkpoint", config.tracking.registered_model)
 
 
 def absolute(path: str) -> str:

@@ -67,6 +67,14 @@ def with_drops(batch: pa.Table, reasons: list[str | None], values: list[float | 
     return batch
 
 
+def put_column(batch: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``batch`` with column ``name`` set to ``values``: replaced if it exists (its type taken from
+    ``values``), appended otherwise."""
+    if name in batch.column_names:
+        batch = batch.drop_columns([name])
+    return batch.append_column(name, values)
+
+
 def _set(batch: pa.Table, name: str, values) -> pa.Table:
     index = batch.schema.get_field_index(name)
     field = batch.schema.field(index)

@@ -28,12 +28,12 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.inference import InferenceModel
-from model.serve.engine import SamplingParams, TokenEvent
+from model.serve.engine import RequestError, SamplingParams, TokenEvent
 from model.serve.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from model.serve.runner import AsyncEngine
 from model.serve.text import TextStream, chat_prompt, token_text
@@ -77,10 +77,6 @@ def build_openai_app(served: InferenceModel, engine: AsyncEngine, model_name: st
     async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return openai_error_response(_bad_request(error))
-
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         return openai_error_response(OpenAIError(error.status_code, str(error.detail), code=_HTTP_CODES.get(error.status_code)))
@@ -114,7 +110,8 @@ def build_openai_app(served: InferenceModel, engine: AsyncEngine, model_name: st
         return model_card
 
     @api.post("/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(request: Request):
+        body = await _parse(request, CompletionRequest)
         _check_model(body.model, model_name)
         prompts = [served.encode(prompt) if isinstance(prompt, str) else prompt for prompt in body.prompts()]
         job = _job(engine, body, prompts, context_length, served.stop_token_ids, logprobs=body.logprobs,
@@ -136,7 +133,8 @@ def build_openai_app(served: InferenceModel, engine: AsyncEngine, model_name: st
                 "usage": _usage(job, choices)}
 
     @api.post("/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(request: Request):
+        body = await _parse(request, ChatCompletionRequest)
         _check_model(body.model, model_name)
         messages = [{"role": message.role, "content": message.text()} for message in body.messages]
         prompt = served.encode(chat_prompt(messages, served.template), special_tokens=False)
@@ -197,14 +195,27 @@ def _check_model(model: str, served_name: str) -> None:
                           param="model", code="model_not_found")
 
 
-def _bad_request(error: RequestValidationError) -> OpenAIError:
+async def _parse(request: Request, schema: type[BaseModel]) -> Any:
+    """The body as ``schema``. It is read as JSON whatever the Content-Type says: ``curl -d`` sends
+    form encoding by default, and OpenAI's server accepts such requests too."""
+    try:
+        data = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OpenAIError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise OpenAIError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise _bad_request(error) from None
+
+
+def _bad_request(error: ValidationError) -> OpenAIError:
     first = error.errors()[0]
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         return OpenAIError(400, f"Unrecognized request argument supplied: {location[-1]}", param=location[-1])
-    if first.get("type") == "json_invalid":
-        return OpenAIError(400, "The request body is not valid JSON.", code="invalid_json")
     param = ".".join(location) or (message.split(":", 1)[0] if ":" in message else None)
     if location and not message.startswith(location[0]):
         message = f"Invalid value for '{'.'.join(location)}': {message}"
@@ -232,9 +243,8 @@ def _job(engine: AsyncEngine, body: CompletionRequest | ChatCompletionRequest, p
                 stop_token_ids=stop_token_ids, logprobs=logprobs)
             try:
                 engine.engine.check_request(prompt, params)
-            except ValueError as error:
-                code = "context_length_exceeded" if "context length" in str(error) else None
-                raise OpenAIError(400, str(error), param=prompt_param, code=code) from None
+            except RequestError as error:
+                raise OpenAIError(400, str(error), param=prompt_param, code=error.code) from None
             choices.append((prompt, params))
     return Job(choices, sum(len(prompt) for prompt in prompts), body.stop_strings())
 

@@ -56,6 +56,14 @@ class SamplingParams:
                 raise ValueError(f"{name}: {problem}, got {getattr(self, name)}")
 
 
+class RequestError(ValueError):
+    """A request the model cannot serve; ``code`` says why in one word (OpenAI's codes where they exist)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class TokenEvent:
     """What one step produced for one request: a token, the end of the request, or both."""
@@ -131,14 +139,15 @@ class Engine:
     # -- requests ----------------------------------------------------------------------------------
 
     def check_request(self, prompt: Sequence[int], params: SamplingParams) -> None:
-        """Raise ValueError, naming the problem, for a request the model cannot serve."""
+        """Raise ``RequestError``, naming the problem, for a request the model cannot serve."""
         if not prompt:
-            raise ValueError("prompt: needs at least one token")
+            raise RequestError("empty_prompt", "prompt: needs at least one token")
         vocab = self.config.vocab_size
         if any(not 0 <= token < vocab for token in prompt):
-            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
+            raise RequestError("invalid_token", f"prompt: token ids must be in [0, {vocab})")
         if len(prompt) + params.max_tokens > self.config.context_length:
-            raise ValueError(
+            raise RequestError(
+                "context_length_exceeded",
                 f"This model's maximum context length is {self.config.context_length} tokens. However, you "
                 f"requested {len(prompt) + params.max_tokens} tokens ({len(prompt)} in the prompt, "
                 f"{params.max_tokens} for the completion).")
