@@ -74,6 +74,7 @@ def stop_group(process: subprocess.Popen) -> None:
 class RayHead:
     dashboard_url: str
     env: dict[str, str]  # what a client needs: auth mode and token path
+    address: str  # the GCS address a driver joins with (RAY_ADDRESS)
 
     def submit(self, entrypoint: list[str], *, env_vars: dict[str, str] | None = None, timeout: float = 600) -> str:
         """`ray job submit --working-dir <repo> -- <entrypoint>`; returns the job's output."""
@@ -100,7 +101,7 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
     else:
         token = None
         env["RAY_AUTH_MODE"] = "disabled"
-    dashboard_port = free_port()
+    dashboard_port, gcs_port = free_port(), free_port()
     # A temp dir of its own: a job driver connects to the cluster that the temp dir's
     # ray_current_cluster file names, which any other `ray start` on the machine would overwrite in
     # the shared /tmp/ray. Short, under /tmp: Ray's socket paths must stay under 108 characters.
@@ -108,7 +109,7 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
     command = [
         str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
         f"--temp-dir={temp_dir}",
-        "--dashboard-host=127.0.0.1", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
+        "--dashboard-host=127.0.0.1", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
         f"--metrics-export-port={free_port()}", f"--node-manager-port={free_port()}",
@@ -120,7 +121,7 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         wait_for_http(f"{url}/api/version", 120, process, headers)
-        yield RayHead(url, env)
+        yield RayHead(url, env, f"127.0.0.1:{gcs_port}")
     finally:
         stop_jobs(url, headers)
         stop_group(process)
