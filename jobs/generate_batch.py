@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    ray.init()
+    if not ray.is_initialized():  # a caller (a test, a notebook) may have connected already
+        ray.init()
     result = run_batch(settings)
     if result.skipped:
         print(f"{settings.output} is already complete; nothing to do (use --overwrite to redo it)")

@@ -41,7 +41,7 @@ def resolve_model(reference: str, cache_dir: str | Path | None = None) -> Path:
     """The local folder holding the weights ``reference`` names; FileNotFoundError if none."""
     reference = str(reference)
     if reference.startswith(_MLFLOW_SCHEMES):
-        return _model_folder(fsspec.filesystem("file"), _download_mlflow(reference, cache_dir), reference)
+        return Path(_model_folder(fsspec.filesystem("file"), _download_mlflow(reference, cache_dir), reference))
     filesystem, path = fsspec.core.url_to_fs(reference)
     folder = _model_folder(filesystem, path.rstrip("/"), reference)
     if _is_local(filesystem):

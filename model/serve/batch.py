@@ -127,12 +127,17 @@ def run_batch(settings: BatchSettings) -> BatchResult:
     if fs.exists(paths.manifest) and not settings.overwrite:
         return BatchResult(json.loads(fs.cat_file(paths.manifest)), 0.0, skipped=True)
     prepare_staging(paths)
-    dataset = _read(settings.input)
+    # Read first, whole: the actor pool may take every CPU, and reading tasks queued behind it would
+    # wait forever. The input (prompts, texts) is small next to the compute each row costs.
+    dataset = _read(settings.input).materialize()
     rows_read = dataset.count()  # counted apart from the output, so a lost row cannot go unseen
+    if dataset.num_blocks() < min(settings.workers, rows_read):  # a block per actor at least
+        dataset = dataset.repartition(min(settings.workers, rows_read)).materialize()
     worker = Completer if settings.mode == "generate" else Scorer
     results = dataset.map_batches(
         worker, fn_constructor_kwargs={"settings": settings}, batch_size=settings.batch_rows,
-        batch_format="pyarrow", compute=actor_pool(settings.workers), num_cpus=settings.cpus_per_worker,
+        batch_format="pyarrow", compute=actor_pool(max(1, min(settings.workers, dataset.num_blocks()))),
+        num_cpus=settings.cpus_per_worker,
         num_gpus=settings.gpus_per_worker or None)
     results.write_parquet(f"{paths.staging}/{DATA_DIR}")
     files, totals = _describe_output(f"{paths.staging}/{DATA_DIR}", settings.mode)
