@@ -31,8 +31,18 @@ demo: setup
 	@echo "Fine-tune the demo model:"
 	@echo "  $(BIN)/python jobs/finetune_classifier.py --config jobs/configs/finetune-classifier-demo.yaml --set model.init_from=data/runs/pretrain-demo"
 	@echo "  $(BIN)/python jobs/finetune_instruct.py --config jobs/configs/finetune-instruct-demo.yaml --set model.init_from=data/runs/pretrain-demo"
+	@echo "Serve the demo model behind an OpenAI-compatible API, with a chat page at http://127.0.0.1:8000/:"
+	@echo "  $(BIN)/python jobs/serve.py --model data/runs/pretrain-demo"
+	@echo "  curl http://127.0.0.1:8000/v1/completions -d '{\"model\": \"pretrain-demo\", \"prompt\": \"The best way to\", \"max_tokens\": 32}'"
+	@echo "  from openai import OpenAI; OpenAI(base_url=\"http://127.0.0.1:8000/v1\", api_key=\"unused\").completions.create(model=\"pretrain-demo\", prompt=\"The best way to\")"
+	@echo "  or from the registry: $(BIN)/python jobs/serve.py --model models:/webllm-demo/1"
 
-test: setup
+# The chat page's browser test drives Debian's Chromium: Playwright never downloads a browser.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 test-unit: setup

@@ -21,12 +21,13 @@ import ray
 from ray import serve
 
 from model.launch import absolute
+from model.tracking import tracking_uri
 from model.serve.app import APP_NAME, build_app, default_model_name
 from pipeline.config import ConfigError
 
 # What a replica needs from the driver's environment to find models and tokenizers.
-FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "CORPUS_DIR", "TOKENIZERS_DIR", "TIKTOKEN_CACHE_DIR", "WEBLLM_MODEL_CACHE",
-                 "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+FORWARDED_ENV = ("CORPUS_DIR", "TOKENIZERS_DIR", "TIKTOKEN_CACHE_DIR", "WEBLLM_MODEL_CACHE", "AWS_ENDPOINT_URL",
+                 "AWS_DEFAULT_REGION")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key-env", help="environment variable holding the API key clients must send")
     parser.add_argument("--num-cpus", type=float, default=1, help="CPUs per replica (its torch threads)")
     parser.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica")
+    parser.add_argument("--torch-threads", type=int, help="torch CPU threads per replica (default: its CPUs)")
     return parser.parse_args(argv)
 
 
@@ -50,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model if "://" in args.model or args.model.startswith("models:/") else absolute(args.model)
     settings = {"model": model, "model_name": args.model_name or default_model_name(args.model),
                 "max_batch_size": args.max_batch_size, "prefill_tokens": args.prefill_tokens,
-                "api_key_env": args.api_key_env}
+                "api_key_env": args.api_key_env, "torch_threads": args.torch_threads}
     env_vars = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+    # The driver's store, resolved here: the default (./mlflow.db) is relative to this folder, not
+    # to the replica's.
+    env_vars["MLFLOW_TRACKING_URI"] = tracking_uri()
     try:
         application = build_app(settings, num_replicas=args.replicas, ray_actor_options={
             "num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "runtime_env": {"env_vars": env_vars}})

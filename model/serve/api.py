@@ -75,15 +75,15 @@ def build_openai_app(served: InferenceModel, engine: AsyncEngine, model_name: st
 
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, error: OpenAIError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return _error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return openai_error_response(OpenAIError(error.status_code, str(error.detail), code=_HTTP_CODES.get(error.status_code)))
+        return _error_response(OpenAIError(error.status_code, str(error.detail), code=_HTTP_CODES.get(error.status_code)))
 
     @app.exception_handler(Exception)
     async def server_error(_: Request, error: Exception) -> JSONResponse:
-        return openai_error_response(OpenAIError(500, f"{type(error).__name__}: {error}", kind="server_error"))
+        return _error_response(OpenAIError(500, f"{type(error).__name__}: {error}", kind="server_error"))
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> str:
@@ -170,7 +170,7 @@ def build_openai_app(served: InferenceModel, engine: AsyncEngine, model_name: st
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def openai_error_response(error: OpenAIError) -> JSONResponse:
+def _error_response(error: OpenAIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
 
 
