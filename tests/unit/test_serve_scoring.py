@@ -94,3 +94,36 @@ def test_complete_matches_generate_and_reports_rows_it_cannot_serve(served):
     assert with_stop.text == completions[0].text[: completions[0].text.index(stop)]
     assert with_stop.finish_reason == "stop"
     assert not engine.has_work()
+
+
+def test_a_model_serves_with_the_template_and_adapters_its_fine_tuning_recorded(served, tmp_path):  # noqa: F811
+    import copy
+    from dataclasses import asdict
+
+    from model.finetune.checkpoint import save_finetuned
+    from model.finetune.instructions import PromptTemplate
+    from model.finetune.lora import LoRAConfig, apply_lora
+
+    template = PromptTemplate(instruction="Q: {instruction}", input="\nContext: {input}", response="\nA: ")
+    base = served.model
+    tuned = copy.deepcopy(base)
+    lora = LoRAConfig(enabled=True, rank=2, alpha=4)
+    apply_lora(tuned, lora)
+    for name, parameter in tuned.named_parameters():
+        if "lora" in name:
+            torch.nn.init.normal_(parameter, std=0.05)  # adapters that change the output
+    metadata = {"kind": "instruct", "lora": {"rank": 2, "alpha": 4, "targets": lora.targets},
+                "prompt_template": asdict(template)}
+    save_finetuned(tuned.state_dict(), tmp_path / "tuned", base.config, {"spec": "gpt2"}, metadata)
+
+    loaded = load_inference_model(str(tmp_path / "tuned"))
+    assert loaded.template == template  # chat formats messages with it
+    prompt = torch.tensor([served.encode("Hello there")])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(prompt)[0], tuned.eval()(prompt)[0], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(loaded.model(prompt)[0], base(prompt)[0])
+
+    save_finetuned(base.state_dict(), tmp_path / "classifier", base.config, {"spec": "gpt2"},
+                   {"kind": "classifier", "labels": ["ham", "spam"], "lora": None})
+    with pytest.raises(ValueError, match="classifier"):
+        load_inference_model(str(tmp_path / "classifier"))
