@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-unit lock clean
+.PHONY: setup demo test test-unit lock clean kubectl
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,cloud]'
 	touch $@
 
 # The demo: build the dataset -> pretrain on its token shards -> generate. Each step starts its own
@@ -42,7 +42,11 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-test: setup $(CHROMIUM)
+# `kubectl kustomize` builds the Kubernetes manifests in the tests: any kubectl on the PATH, else Debian's.
+kubectl:
+	@command -v kubectl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null)
+
+test: setup $(CHROMIUM) kubectl
 	$(BIN)/python -m pytest
 
 test-unit: setup

@@ -3,8 +3,9 @@
     python jobs/finetune_classifier.py --config jobs/configs/finetune-classifier.yaml [--set key=value ...]
     ray job submit --working-dir . -- python jobs/finetune_classifier.py --config jobs/configs/finetune-classifier.yaml
 
-``model.init_from`` names the starting point: our checkpoint, a training run's folder (its latest
-checkpoint), or a Hugging Face GPT-2 folder. MLflow goes to ``MLFLOW_TRACKING_URI``, else
+``model.init_from`` names the starting point, any model reference (``model/reference.py``): our
+checkpoint, a training run's folder (its latest checkpoint), a Hugging Face GPT-2 folder, any of
+them on ``s3://`` or ``gs://``, or a registered model ``models:/<name>/<version or @alias>``. MLflow goes to ``MLFLOW_TRACKING_URI``, else
 ``./mlflow.db``. A rerun with the same ``run.name`` continues that run from its latest checkpoint.
 """
 

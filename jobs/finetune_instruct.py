@@ -3,8 +3,9 @@
     python jobs/finetune_instruct.py --config jobs/configs/finetune-instruct.yaml [--set key=value ...]
     ray job submit --working-dir . -- python jobs/finetune_instruct.py --config jobs/configs/finetune-instruct.yaml
 
-``model.init_from`` names the starting point: our checkpoint, a training run's folder (its latest
-checkpoint), or a Hugging Face GPT-2 folder. The test split's responses are logged to MLflow beside
+``model.init_from`` names the starting point, any model reference (``model/reference.py``): our
+checkpoint, a training run's folder (its latest checkpoint), a Hugging Face GPT-2 folder, any of
+them on ``s3://`` or ``gs://``, or a registered model ``models:/<name>/<version or @alias>``. The test split's responses are logged to MLflow beside
 the references, and scored if ``eval.judge.url`` names an OpenAI-compatible endpoint.
 """
 

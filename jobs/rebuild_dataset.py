@@ -7,27 +7,67 @@ The config is a build config (``jobs/build_dataset.py``) with a dedup stage; its
 listed on every run and compared with the current version's. With nothing new it does nothing;
 with no version yet it builds ``dataset.version`` from everything. Made to run on a schedule:
 a RayCronJob (infra/kuberay/) or a cron line (infra/README.md).
+
+Runs never overlap: a run holds a lease in the dataset's storage (``pipeline/lease.py``), and a run
+that finds the lease held by a live run says so and exits 0, so the catch-up runs a scheduler starts
+after downtime collapse into one. A run stops itself after ``schedule.max_seconds`` (exit 3),
+leaving the current version as it was.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
 import ray
 
-from pipeline.build import tokenize_version, tokens_dir
+from pipeline.build import BuildConfig, tokenize_version, tokens_dir
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import ConfigError
+from pipeline.lease import LeaseHeld, held
 from pipeline.rebuild import log_rebuild, rebuild
 from pipeline.report import summary_table, tokens_summary
-from pipeline.shards import VersionPaths
+from pipeline.shards import VersionPaths, absolute
 from pipeline.tokenize import TokenShardsExist
+
+# Beyond max_seconds, the lease lasts this much longer: the time a run takes to stop itself.
+STOP_MARGIN_SECONDS = 600
+TIMED_OUT = 3
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__, "build config YAML with a dedup stage (jobs/configs/*.yaml)").parse_args(argv)
     try:
         config = load_build_config(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        with held(absolute(config.output), config.schedule.max_seconds + STOP_MARGIN_SECONDS):
+            stop_after(config.schedule.max_seconds)
+            return run(config)
+    except LeaseHeld as error:
+        print(f"another rebuild is running, so this one does nothing: {error}")
+        return 0
+
+
+def stop_after(seconds: int) -> None:
+    """End the whole process (its Ray tasks with it) once ``seconds`` have passed. Nothing is lost:
+    CURRENT moves only after a complete version is committed."""
+
+    def give_up() -> None:
+        print(f"error: the rebuild ran longer than schedule.max_seconds={seconds}; stopped, the current "
+              "version is as it was", file=sys.stderr, flush=True)
+        os._exit(TIMED_OUT)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+
+
+def run(config: BuildConfig) -> int:
+    try:
         ray.init()
         result = rebuild(config)
         # Every run makes sure the current version has its token shards (a no-op when it does).

@@ -20,10 +20,10 @@ import threading
 import ray
 from ray import serve
 
-from model.launch import absolute
 from model.tracking import tracking_uri
 from model.serve.app import APP_NAME, build_app, default_model_name
 from pipeline.config import ConfigError
+from pipeline.shards import absolute
 
 # What a replica needs from the driver's environment to find models and tokenizers.
 FORWARDED_ENV = ("CORPUS_DIR", "TOKENIZERS_DIR", "TIKTOKEN_CACHE_DIR", "WEBLLM_MODEL_CACHE", "AWS_ENDPOINT_URL",
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model = args.model if "://" in args.model or args.model.startswith("models:/") else absolute(args.model)
+    model = absolute(args.model)
     settings = {"model": model, "model_name": args.model_name or default_model_name(args.model),
                 "max_batch_size": args.max_batch_size, "prefill_tokens": args.prefill_tokens,
                 "api_key_env": args.api_key_env, "torch_threads": args.torch_threads}

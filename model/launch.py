@@ -26,6 +26,7 @@ from model.inference import finetune_metadata
 from model.serve.pyfunc import log_generative_model
 from model.train import Job, TrainingTask, evaluate_worker, train_worker
 from model.train_config import TrainConfig
+from pipeline.shards import absolute
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,3 @@ def _keep_final_model(outcome: Outcome, task: TrainingTask, config: TrainConfig)
             tracking.log_artifacts(str(local_dir), artifact_path)
     curves = {"train": tracking.metric_history("loss"), "val": tracking.metric_history("val_loss")}
     tracking.log_figure(tracking.loss_curve_figure(curves), "loss_curve.png")
-
-
-def absolute(path: str) -> str:
-    """A local path made absolute from the current folder; a URL (s3://, gs://, ...) as it is."""
-    return path if "://" in path else str(Path(path).resolve())

@@ -29,11 +29,13 @@ from model.evaluate import (
     validation_loss_sums,
 )
 from model.gpt import GPT, count_parameters, flops_per_token
-from model.launch import DatasetInput, absolute
+from model.launch import DatasetInput
+from model.reference import resolve_model
 from model.train import Batch, Evaluation, ResumableBatches, Worker
 from model.train_config import TrainConfig, accumulation_steps
 from pipeline.config import ConfigError, config_dataclass, validate
 from pipeline.corpus import corpus_path
+from pipeline.shards import absolute
 from pipeline.tokenizer import load_tokenizer
 
 
@@ -43,8 +45,9 @@ class ModelConfig:
     # GPTConfig fields to change, e.g. {n_layers: 4, drop_rate: 0.1}. vocab_size and context_length
     # follow the data unless given here (and then they must fit it).
     overrides: dict[str, Any] = field(default_factory=dict)
-    # Start from these weights instead of a random init: one of our checkpoints or a Hugging Face
-    # GPT-2 folder. The architecture is then the checkpoint's (``preset`` is not used); overrides
+    # Start from these weights instead of a random init: any model reference (model/reference.py: a
+    # checkpoint, a run's folder, a Hugging Face GPT-2 folder, s3://..., models:/name/version). The
+    # architecture is then the checkpoint's (``preset`` is not used); overrides
     # may still change what does not touch the weights, such as drop_rate.
     init_from: str | None = None
 
@@ -113,7 +116,7 @@ class PretrainTask:
         if self.config.parallel.activation_checkpointing:
             overrides["activation_checkpointing"] = True
         if self.config.model.init_from:
-            model, tokenizer = load_pretrained(self.config.model.init_from)
+            model, tokenizer = load_pretrained(resolve_model(self.config.model.init_from))
             if tokenizer.get("sha256", self.tokenizer["sha256"]) != self.tokenizer["sha256"]:
                 raise ConfigError(f"model.init_from: {self.config.model.init_from} was trained with another "
                                   f"tokenizer than the data's {self.tokenizer['name']!r}")
@@ -159,7 +162,7 @@ class PretrainTask:
     def build_model(self) -> nn.Module:
         model = GPT(self.model_config)
         if self.config.model.init_from:
-            pretrained, _ = load_pretrained(self.config.model.init_from)
+            pretrained, _ = load_pretrained(resolve_model(self.config.model.init_from))
             model.load_state_dict(pretrained.state_dict())
         return model
 

@@ -65,6 +65,15 @@ class TokensConfig(TokenizeConfig):
 
 
 @config_dataclass
+class ScheduleConfig:
+    """For rebuilds that run on a schedule (``jobs/rebuild_dataset.py``)."""
+
+    # A run stops itself after this long: keep it below the schedule's period, so that a slow run
+    # ends before the next one starts. Its lease on the dataset lasts as long.
+    max_seconds: Annotated[int, Field(gt=0)] = 20 * 3600
+
+
+@config_dataclass
 class BuildConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     inputs: list[str] = field(default_factory=list)
@@ -76,6 +85,7 @@ class BuildConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     # The last step: packed token shards of the finished text (None: text shards only).
     tokenize: TokensConfig | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     experiment: str = "dataset-builds"
 
 

@@ -4,12 +4,18 @@ Every config class is declared with ``@config_dataclass``: a standard dataclass 
 validates, rejecting unknown keys and ill-typed values. ``load_config`` turns any validation
 failure into one ``ConfigError`` line that names the offending key, e.g.
 ``shards.target_mb: Input should be a valid number``.
+
+String values may name environment variables, ``${NAME}`` or ``${NAME:-default}``, so that one
+config runs on a laptop and on a cluster: ``output: ${WEBLLM_STORAGE:-data}/runs`` is ``data/runs``
+locally and ``s3://bucket/webllm/runs`` where the cluster sets ``WEBLLM_STORAGE``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +53,32 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data = loaded or {}
     for override in overrides or []:
         apply_override(data, override)
-    return validate(cls, data)
+    return validate(cls, expand_variables(data))
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_variables(node: Any, key: str = "") -> Any:
+    """``node`` with ``${NAME}`` / ``${NAME:-default}`` in its strings replaced from the environment;
+    a variable that is unset and has no default is an error naming the key."""
+    if isinstance(node, dict):
+        return {name: expand_variables(value, f"{key}.{name}" if key else str(name)) for name, value in node.items()}
+    if isinstance(node, list):
+        return [expand_variables(value, f"{key}.{index}") for index, value in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def value(match: re.Match) -> str:
+        name, default = match.groups()
+        if os.environ.get(name):
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(f"{key}: the environment variable {name} is not set (write ${{{name}:-default}} "
+                              "for a value without it)")
+        return default
+
+    return _VARIABLE.sub(value, node)
 
 
 def validate(cls: type[T], data: Any, prefix: str = "") -> T:

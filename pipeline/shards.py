@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,13 @@ class VersionPaths:
         return f"{self.final}/{MANIFEST}"
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # s3://..., file:///..., models:/name/1, runs:/id/...
+
+
 def absolute(path: str) -> str:
-    """A local path made absolute (Ray workers do not share the driver's working directory); URLs as given."""
-    return path if "://" in path else os.path.abspath(path)
+    """A local path made absolute (Ray workers do not share the driver's working directory); a URI
+    (``s3://``, ``gs://``, an MLflow ``models:/`` or ``runs:/``) as given."""
+    return path if _URI.match(path) else os.path.abspath(path)
 
 
 def filesystem(path: str) -> fsspec.AbstractFileSystem:

@@ -37,4 +37,9 @@ if [[ "${1:-}" == "--push" ]]; then
     for image in "webllm:${version}-gpu" "webllm:${version}-cpu" "webllm-mlflow:${version}"; do
         docker push "${prefix}${image}"
     done
+    # A tag can be pushed again; a digest names one image for good. Pin the clusters to these.
+    echo "Pin the manifests to what was pushed (infra/README.md, step 1):"
+    for image in "webllm:${version}-gpu" "webllm:${version}-cpu" "webllm-mlflow:${version}"; do
+        echo "  ${image%%:*} ${image##*:} $(docker image inspect --format '{{index .RepoDigests 0}}' "${prefix}${image}")"
+    done
 fi

@@ -26,10 +26,11 @@ from model.finetune.lineage import lineage_params
 from model.finetune.splits import Splits
 from model.finetune.lora import LoRAConfig, apply_lora, trainable_parameter_count
 from model.gpt import GPT, count_parameters
-from model.launch import DatasetInput, absolute
+from model.launch import DatasetInput
 from model.train import Worker
 from model.train_config import TrainConfig
 from pipeline.config import ConfigError, config_dataclass
+from pipeline.shards import absolute
 from pipeline.tokenizer import load_tokenizer
 
 

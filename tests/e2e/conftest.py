@@ -75,6 +75,7 @@ class RayHead:
     dashboard_url: str
     env: dict[str, str]  # what a client needs: auth mode and token path
     address: str  # the GCS address a driver joins with (RAY_ADDRESS)
+    headers: dict[str, str] | None = None  # the token, for the job-submission HTTP API
 
     def submit(self, entrypoint: list[str], *, env_vars: dict[str, str] | None = None, timeout: float = 600) -> str:
         """`ray job submit --working-dir <repo> -- <entrypoint>`; returns the job's output."""
@@ -88,8 +89,14 @@ class RayHead:
 
 
 @contextmanager
-def ray_head(tmp_path: Path, *, token_auth: bool):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+def ray_head(tmp_path: Path, *, token_auth: bool, python: Path | None = None, cwd: Path | None = None,
+             pod_env: dict[str, str] | None = None):
+    """A head node. By default it runs this environment's Ray from ``tmp_path``; a pod's view is
+    ``python`` (its environment: workers and job drivers run it too), ``cwd`` (where the image starts
+    Ray) and ``pod_env`` (the pod's environment variables)."""
+    bin_dir = python.parent if python else BIN
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+           **(pod_env or {})}
     env.pop("RAY_ADDRESS", None)
     if token_auth:
         home = tmp_path / "home"
@@ -106,8 +113,9 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
     # ray_current_cluster file names, which any other `ray start` on the machine would overwrite in
     # the shared /tmp/ray. Short, under /tmp: Ray's socket paths must stay under 108 characters.
     temp_dir = tempfile.mkdtemp(prefix="ray-e2e-", dir="/tmp")
+    ray = [str(python), "-m", "ray.scripts.scripts"] if python else [str(BIN / "ray")]
     command = [
-        str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
+        *ray, "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
         f"--temp-dir={temp_dir}",
         "--dashboard-host=127.0.0.1", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
@@ -115,13 +123,13 @@ def ray_head(tmp_path: Path, *, token_auth: bool):
         f"--metrics-export-port={free_port()}", f"--node-manager-port={free_port()}",
         f"--object-manager-port={free_port()}", "--object-store-memory=500000000",
     ]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
+    process = subprocess.Popen(command, env=env, cwd=cwd or tmp_path, start_new_session=True,
                                stdout=open(tmp_path / "ray-head.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{dashboard_port}"
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         wait_for_http(f"{url}/api/version", 120, process, headers)
-        yield RayHead(url, env, f"127.0.0.1:{gcs_port}")
+        yield RayHead(url, env, f"127.0.0.1:{gcs_port}", headers)
     finally:
         stop_jobs(url, headers)
         stop_group(process)

@@ -2,9 +2,16 @@
 
 - An MLflow server started with the command the Kubernetes Deployment runs (infra/mlflow/mlflow.yaml),
   PostgreSQL swapped for SQLite and S3 for a folder, basic-auth included.
-- Every RayJob and RayCronJob entrypoint in infra/kuberay, submitted with `ray job submit` to a
-  `ray start --head` cluster with token auth (as KubeRay runs it), the demo config in place of the
-  cluster one. A spec naming a script or config that does not exist fails here.
+- Every RayJob and RayCronJob entry point in infra/kuberay, started the way KubeRay's HTTP mode
+  starts it: the job-submission API gets the manifest's entry point and nothing else (no working
+  dir), on a `ray start --head` with token auth that runs like the image's head pod:
+  - the project installed (not editable) in an environment of its own, and its jobs/ copied to
+    what stands for /home/ray/webllm, where the image starts Ray (infra/docker/Dockerfile);
+  - the pod's environment variables from the RayCluster manifest, with local stand-ins for what
+    only a cluster has: the MLflow Service, the bucket behind WEBLLM_STORAGE (a folder), the
+    corpus volume behind CORPUS_DIR (the shared corpus), the MLflow user's Secret.
+  The production configs run as the cluster runs them, with overrides that fit two CPU cores.
+  They chain as on a cluster: build, then rebuild, then pretraining, then two fine-tunes of it.
 - Each job reports to that server over HTTP, as a user of its own.
 """
 
@@ -16,6 +23,9 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
+import sysconfig
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,9 +33,9 @@ from typing import Callable
 import pytest
 import requests
 import yaml
+from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.e2e.conftest import BIN, REPO, free_port, ray_head, stop_group, wait_for_http
-from tests.e2e.test_pretrain_job import SMALL_DEMO
 from tests.integration.test_train_loop import build_shakespeare_tokens
 
 pytestmark = pytest.mark.e2e
@@ -33,58 +43,72 @@ pytestmark = pytest.mark.e2e
 KUBERAY = REPO / "infra" / "kuberay"
 MLFLOW = REPO / "infra" / "mlflow"
 ENTRYPOINT = re.compile(r"python (jobs/[a-z_]+\.py) --config (jobs/configs/[\w.-]+\.yaml)")
+# What the Dockerfile copies into the image's working folder.
+IMAGE_FILES = ("pyproject.toml", "requirements.lock", "README.md", "pipeline", "model", "jobs")
 
 
 @dataclass(frozen=True)
-class DemoRun:
-    """How a job runs here, small and quick: its demo config, and arguments pointing it at small data
-    made by the named fixtures (requested only for the jobs that need them)."""
+class SmallRun:
+    """What the cluster runs, made to fit two CPU cores: overrides appended to the entry point, and
+    what to put in the storage first (``prepare(storage, corpus, **fixtures)``)."""
 
-    config: str
-    args: Callable[..., list[str]]  # (work folder, **fixtures) -> extra arguments
-    fixtures: tuple[str, ...] = ("corpus",)
-
-
-def crawl_folder(work: Path, corpus: Path) -> list[str]:
-    folder = work / "crawl"
-    folder.mkdir()
-    shutil.copy(corpus / "web" / "warc" / "crawl-sample-0000.warc.gz", folder)
-    return ["--input", str(folder), "--output", str(work / "web"), "--set", f"tokenize.output={work / 'tokens'}"]
+    overrides: tuple[str, ...]
+    prepare: Callable[..., list[str]] = lambda storage, corpus: []
+    fixtures: tuple[str, ...] = ()
 
 
-def few_steps(work: Path, corpus: Path) -> list[str]:
-    return ["--set", f"run.output={work / 'runs'}", "--set", "run.max_steps=2"]
+def land_crawl(name: str) -> Callable[..., list[str]]:
+    def prepare(storage: Path, corpus: Path) -> list[str]:
+        (storage / "crawl").mkdir(parents=True, exist_ok=True)
+        shutil.copy(corpus / "web" / "warc" / name, storage / "crawl")
+        return []
+    return prepare
 
 
-def small_pretrain(work: Path, corpus: Path, demo_tokens: str) -> list[str]:
-    settings = [f"data.sources=[{{path: {demo_tokens}}}]", f"run.output={work / 'runs'}", *SMALL_DEMO]
-    return [argument for setting in settings for argument in ("--set", setting)]
+def pretrain_tokens(storage: Path, corpus: Path, shakespeare_1024: str) -> list[str]:
+    return ["--set", f"data.sources=[{{path: {shakespeare_1024}}}]"]
 
 
-DEMO_RUNS = {
-    "jobs/build_dataset.py": DemoRun("jobs/configs/demo.yaml", crawl_folder),
-    "jobs/rebuild_dataset.py": DemoRun("jobs/configs/demo.yaml", crawl_folder),
-    "jobs/pretrain.py": DemoRun("jobs/configs/pretrain-demo.yaml", small_pretrain, ("corpus", "demo_tokens")),
-    "jobs/finetune_classifier.py": DemoRun("jobs/configs/finetune-classifier-demo.yaml", few_steps),
-    "jobs/finetune_instruct.py": DemoRun("jobs/configs/finetune-instruct-demo.yaml", few_steps),
+ON_CPU = ("scaling.use_gpu=false", "scaling.num_workers=1", "scaling.cpus_per_worker=1", "run.max_steps=2",
+          "checkpoint.every_steps=2")
+SMALL_BUILD = ("compute.stage_workers=2", "compute.batch_size=64", "tokenize.encode_workers=1")
+SMALL_RUNS = {
+    "jobs/build_dataset.py": SmallRun(SMALL_BUILD, land_crawl("crawl-sample-0000.warc.gz")),
+    "jobs/rebuild_dataset.py": SmallRun(SMALL_BUILD, land_crawl("crawl-sample-0001.warc.gz")),
+    "jobs/pretrain.py": SmallRun(
+        ("model.preset=small-cpu", "scaling.use_gpu=false", "scaling.num_workers=2", "scaling.cpus_per_worker=0.5",
+         "parallel.precision=auto", "parallel.compile=false", "run.max_steps=2", "run.log_every_steps=1",
+         "run.eval_every_steps=2", "checkpoint.every_steps=2", "batch.global_batch_tokens=2048",
+         "batch.micro_batch_size=1", "data.val_sequences=4", "eval.val_batches=1", "eval.hellaswag.limit=4",
+         "eval.samples.max_new_tokens=4"),
+        pretrain_tokens, ("shakespeare_1024",)),
+    "jobs/finetune_classifier.py": SmallRun((*ON_CPU, "eval.max_examples=16")),
+    "jobs/finetune_instruct.py": SmallRun((*ON_CPU, "eval.val_examples=4", "eval.test_examples=2",
+                                           "eval.max_new_tokens=4")),
 }
 
 
-@pytest.fixture(scope="module")
-def demo_tokens(ray_local, corpus, tmp_path_factory) -> str:
-    """Token shards for the pretraining demo: part of tinyshakespeare with GPT-2's tokenizer."""
-    return build_shakespeare_tokens(tmp_path_factory.mktemp("tokens"), corpus, tokenizer="gpt2", speeches=2000)
-
-
-def job_specs() -> list:
-    specs = []
+def job_specs() -> dict[str, str]:
+    """Every RayJob and RayCronJob entry point, by the file that holds it."""
+    specs = {}
     for path in sorted(KUBERAY.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc["kind"] == "RayJob":
-                specs.append(pytest.param(doc["spec"]["entrypoint"], id=path.stem))
+                specs[path.stem] = doc["spec"]["entrypoint"]
             elif doc["kind"] == "RayCronJob":
-                specs.append(pytest.param(doc["spec"]["jobTemplate"]["entrypoint"], id=path.stem))
+                specs[path.stem] = doc["spec"]["jobTemplate"]["entrypoint"]
     return specs
+
+
+# In the order a cluster's first week runs them: each job reads what the one before it wrote.
+CHAIN = ["rayjob-build-dataset", "raycronjob-rebuild-dataset", "rayjob-pretrain", "rayjob-finetune-classifier",
+         "rayjob-finetune-instruct"]
+
+
+def head_pod_environment() -> dict[str, str]:
+    (cluster,) = [doc for doc in yaml.safe_load_all((KUBERAY / "raycluster.yaml").read_text())]
+    (container,) = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    return {variable["name"]: variable["value"] for variable in container["env"] if "value" in variable}
 
 
 @dataclass(frozen=True)
@@ -153,10 +177,59 @@ def mlflow_deployment(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """One `ray start --head` with token auth for every job of the module."""
-    with ray_head(tmp_path_factory.mktemp("ray"), token_auth=True) as head:
-        yield head
+def image(tmp_path_factory) -> tuple[Path, Path]:
+    """(the Python the image's Ray runs, the image's working folder): the project installed as the
+    Dockerfile installs it, its dependencies taken from this environment, jobs/ beside it."""
+    root = tmp_path_factory.mktemp("image")
+    workdir = root / "home" / "ray" / "webllm"
+    workdir.mkdir(parents=True)
+    for name in IMAGE_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, workdir / name)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    python = root / "venv" / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # This environment's packages, but not its editable install of the project: .pth files in a
+    # folder named by a .pth file are not read, so the checkout stays out of the image's path.
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(workdir)],
+                   check=True, capture_output=True)
+    shutil.rmtree(workdir / "pipeline")  # the image keeps them too, but the jobs must not need them here
+    shutil.rmtree(workdir / "model")
+    return python, workdir
+
+
+@pytest.fixture(scope="module")
+def shakespeare_1024(ray_local, corpus, tmp_path_factory) -> str:
+    """GPT-2 token shards at the production context (1024) for the pretraining job."""
+    return build_shakespeare_tokens(tmp_path_factory.mktemp("tokens"), corpus, tokenizer="gpt2", speeches=3000,
+                                    context_length=1024)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    client: JobSubmissionClient
+    storage: Path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, image, mlflow_deployment, corpus):
+    """One head for the whole chain, running as the head pod runs."""
+    python, workdir = image
+    storage = tmp_path_factory.mktemp("bucket")
+    stand_ins = {"MLFLOW_TRACKING_URI": mlflow_deployment.url, "WEBLLM_STORAGE": str(storage),
+                 "CORPUS_DIR": str(corpus)}
+    pod_env = head_pod_environment()
+    assert stand_ins.keys() <= pod_env.keys(), "the manifest no longer sets what the jobs need"
+    username, password = mlflow_deployment.jobs
+    pod_env.update(stand_ins, MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password)
+    with ray_head(tmp_path_factory.mktemp("ray"), token_auth=True, python=python, cwd=workdir,
+                  pod_env=pod_env) as head:
+        yield Cluster(JobSubmissionClient(head.dashboard_url, headers=head.headers), storage)
 
 
 def test_the_mlflow_server_admits_only_its_users(mlflow_deployment):
@@ -166,20 +239,26 @@ def test_the_mlflow_server_admits_only_its_users(mlflow_deployment):
     assert mlflow_deployment.api("GET", "experiments/search", mlflow_deployment.jobs, params={"max_results": 1}).ok
 
 
-@pytest.mark.parametrize("entrypoint", job_specs())
-def test_job_spec_runs_on_a_ray_cluster_and_reports_to_mlflow(entrypoint, cluster, mlflow_deployment, corpus,
-                                                               request, tmp_path):
+def test_the_chain_covers_every_job_spec():
+    assert sorted(CHAIN) == sorted(job_specs())
+
+
+@pytest.mark.parametrize("name", CHAIN)
+def test_job_spec_runs_as_kuberay_starts_it_and_reports_to_mlflow(name, cluster, mlflow_deployment, corpus, request):
+    entrypoint = job_specs()[name]
     script, config = ENTRYPOINT.fullmatch(entrypoint).groups()
-    assert (REPO / script).is_file(), f"the spec runs {script}, which does not exist"
-    assert (REPO / config).is_file(), f"the spec reads {config}, which does not exist"
-    demo = DEMO_RUNS[script]
-    arguments = demo.args(tmp_path, **{name: request.getfixturevalue(name) for name in demo.fixtures})
+    small = SMALL_RUNS[script]
+    extra = small.prepare(cluster.storage, corpus, **{fixture: request.getfixturevalue(fixture)
+                                                      for fixture in small.fixtures})
+    overrides = [argument for override in small.overrides for argument in ("--set", override)] + extra
     runs_before = mlflow_deployment.run_count()
 
-    username, password = mlflow_deployment.jobs
-    cluster.submit(
-        ["python", script, "--config", demo.config, *arguments],
-        env_vars={"MLFLOW_TRACKING_URI": mlflow_deployment.url, "MLFLOW_TRACKING_USERNAME": username,
-                  "MLFLOW_TRACKING_PASSWORD": password, "CORPUS_DIR": str(corpus)},
-    )
-    assert mlflow_deployment.run_count() > runs_before
+    # KubeRay's HTTP mode: the entry point alone, no runtime environment.
+    job = cluster.client.submit_job(entrypoint=" ".join([entrypoint, *overrides]))
+    deadline = time.monotonic() + 900
+    while not (status := cluster.client.get_job_status(job)).is_terminal():
+        assert time.monotonic() < deadline, f"{name} did not finish"
+        time.sleep(2)
+    logs = cluster.client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-5000:]
+    assert mlflow_deployment.run_count() > runs_before, logs[-3000:]

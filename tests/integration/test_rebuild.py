@@ -173,6 +173,9 @@ def test_killed_rebuild_leaves_the_current_version_intact(grown, corpus):
     while not staging.exists():
         assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before it could be killed"
         time.sleep(0.1)
+    # A second run while the first holds the lease (a scheduler's catch-up tick) does nothing.
+    second = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "another rebuild is running" in second.stdout, second.stdout + second.stderr
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -187,3 +190,19 @@ def test_killed_rebuild_leaves_the_current_version_intact(grown, corpus):
     assert_intact(root / "v3")
     assert snapshot(root / "v2") == v2_files
     assert not (root / INCREMENTS).exists()
+
+
+def test_a_rebuild_that_runs_too_long_stops_itself_and_leaves_the_current_version(grown, corpus):
+    root, folder = grown["root"], grown["folder"]
+    passages = shakespeare_passages(corpus, 3, start=60_000)
+    write_jsonl(grown["incoming"] / "landed-0003.jsonl", [{"id": f"slow-{i}", "text": p} for i, p in enumerate(passages)])
+    current = read_current(str(root))
+    before = snapshot(root / current)
+    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "disabled",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    command = [sys.executable, str(REPO / "jobs" / "rebuild_dataset.py"), "--config", str(folder / "rebuild.yaml"),
+               "--set", "schedule.max_seconds=2"]
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3 and "ran longer than schedule.max_seconds=2" in result.stderr, result.stderr
+    assert read_current(str(root)) == current
+    assert snapshot(root / current) == before

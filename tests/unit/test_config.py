@@ -52,3 +52,19 @@ def test_missing_inputs_is_a_config_error():
 
 def test_flatten_for_mlflow_params():
     assert flatten({"a": {"b": 1, "c": [2, {"d": 3}]}}) == {"a.b": 1, "a.c.0": 2, "a.c.1.d": 3}
+
+
+def test_environment_variables_in_values_with_defaults(tmp_path, monkeypatch):
+    text = "inputs: ['${WEBLLM_TEST_ROOT:-data}/crawl/']\noutput: ${WEBLLM_TEST_ROOT:-data}/datasets/web\n"
+    monkeypatch.delenv("WEBLLM_TEST_ROOT", raising=False)
+    local = load_config(BuildConfig, write(tmp_path, text))
+    assert (local.inputs, local.output) == (["data/crawl/"], "data/datasets/web")
+    monkeypatch.setenv("WEBLLM_TEST_ROOT", "s3://bucket/webllm")
+    cluster = load_config(BuildConfig, write(tmp_path, text), ["dataset.version=v2"])
+    assert (cluster.inputs, cluster.output) == (["s3://bucket/webllm/crawl/"], "s3://bucket/webllm/datasets/web")
+
+
+def test_an_unset_variable_without_a_default_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEBLLM_TEST_UNSET", raising=False)
+    with pytest.raises(ConfigError, match=r"^output: the environment variable WEBLLM_TEST_UNSET is not set"):
+        load_config(BuildConfig, write(tmp_path, "inputs: [x]\noutput: ${WEBLLM_TEST_UNSET}/web\n"))

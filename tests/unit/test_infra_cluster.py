@@ -28,12 +28,16 @@ def test_an_unknown_field_is_rejected():
         validate_config(prepare_config(config))
 
 
+def registry() -> str:
+    return CONFIG["docker"]["image"].rsplit("/", 1)[0]
+
+
 def test_nodes_run_the_project_images_and_gpu_types_get_the_gpu_image():
-    assert CONFIG["docker"]["image"] == f"webllm:{VERSION}-cpu"
+    assert CONFIG["docker"]["image"] == f"{registry()}/webllm:{VERSION}-cpu"
     gpu_types = {name: spec for name, spec in CONFIG["available_node_types"].items() if name.startswith("gpu")}
     assert len(gpu_types) >= 2
     for spec in gpu_types.values():
-        assert spec["docker"]["worker_image"] == f"webllm:{VERSION}-gpu"
+        assert spec["docker"]["worker_image"] == f"{registry()}/webllm:{VERSION}-gpu"
         assert "--gpus all" in spec["docker"]["worker_run_options"]
         assert spec["min_workers"] == 0 < spec["max_workers"]
 
@@ -47,4 +51,36 @@ def test_token_auth_and_credentials_come_from_the_launching_machine():
 
 def test_the_head_runs_drivers_only():
     assert any("--num-cpus=0" in command for command in CONFIG["head_start_ray_commands"])
-    assert CONFIG["setup_commands"] == []  # the image has everything; Ray's default would reinstall Ray
+    # The image has everything, the autoscaler's boto3 included: nothing is pip-installed over it.
+    assert CONFIG["setup_commands"] == [] and CONFIG["head_setup_commands"] == []
+
+
+def test_every_node_names_its_image_and_workers_their_instance_profile():
+    """Without an ImageId the launcher falls back to an old default AMI; without an instance
+    profile a worker cannot read s3:// data or pull from the registry."""
+    for name, spec in CONFIG["available_node_types"].items():
+        node = spec["node_config"]
+        assert node["ImageId"].startswith(("ami-", "resolve:ssm:")), name
+        if name != CONFIG["head_node_type"]:
+            assert node["IamInstanceProfile"]["Name"], name
+
+
+def test_hosts_log_in_to_the_registry_the_images_come_from():
+    (login,) = CONFIG["initialization_commands"]
+    assert "docker login" in login and login.rstrip().endswith(registry())
+    assert f"--region {CONFIG['provider']['region']}" in login
+
+
+def test_the_autoscalers_boto3_fits_the_botocore_that_s3fs_needs():
+    """The lock pins one botocore for both: boto3's range and aiobotocore's must both contain it."""
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    pins = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
+                if "==" in line)
+    for package in ("boto3", "aiobotocore"):
+        assert version(package) == pins[package]
+        (botocore,) = [Requirement(r) for r in requires(package) if Requirement(r).name == "botocore" and not
+                       Requirement(r).marker]
+        assert botocore.specifier.contains(pins["botocore"]), (package, str(botocore.specifier))

@@ -3,8 +3,11 @@ install step that is the project's own, and a non-root user."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
@@ -99,6 +102,24 @@ def test_the_lock_pins_every_requirement_the_image_installs_at_its_pyproject_ver
     for requirement in installed:
         name, version = pinned(requirement)
         assert lock.get(name) == version, f"{name}=={version} in pyproject.toml, {lock.get(name)} in requirements.lock"
+
+
+def test_the_install_step_resolves_to_exactly_the_lock(tmp_path):
+    """The Dockerfile's own ``pip install``, as a dry run from a clean slate (the GPU variant: PyPI's
+    torch): every package it would install is pinned in requirements.lock at that version, so the
+    image runs the versions the tests ran with. Needs the package index, as `make setup` does."""
+    (install,) = [args for op, args in instructions(DOCKERFILE) if op == "RUN" and "pip install" in args]
+    words = [word for word in shlex.split(install) if "$" not in word and "}" not in word]
+    assert words[:2] == ["pip", "install"]
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                             "--report", str(report), *words[2:]], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lock = dict(pinned(line) for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line and not line.startswith("#"))
+    resolved = {pinned(f"{item['metadata']['name']}=={item['metadata']['version']}") for item in json.loads(report.read_text())["install"]}
+    unpinned = {f"{name}=={version}" for name, version in resolved
+                if name != "webllm" and lock.get(name) != version.split("+")[0]}
+    assert not unpinned, f"the image would install versions the lock does not pin: {sorted(unpinned)}"
 
 
 def test_the_image_runs_as_a_non_root_user():

@@ -5,6 +5,7 @@ holds a credential."""
 from __future__ import annotations
 
 import configparser
+import json
 import re
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_compose_runs_the_deployments_server_command():
 def test_both_use_the_one_auth_config_and_it_holds_no_password():
     container = server_container()
     config_path = next(v["value"] for v in container["env"] if v["name"] == "MLFLOW_AUTH_CONFIG_PATH")
-    (mount,) = container["volumeMounts"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == config_path.rsplit("/", 1)[0]]
     assert config_path == f"{mount['mountPath']}/basic_auth.ini"
     kustomization = yaml.safe_load((MLFLOW / "kustomization.yaml").read_text())
     (generator,) = [g for g in kustomization["configMapGenerator"] if "basic_auth.ini" in g["files"]]
@@ -57,19 +58,46 @@ def test_both_use_the_one_auth_config_and_it_holds_no_password():
     assert re.fullmatch(r"postgresql://\w+@postgres:5432/(\w+)", ini["mlflow"]["database_uri"])
 
 
-def test_the_auth_database_is_created_by_the_postgres_init_script():
+def database_uris() -> list[str]:
     ini = configparser.ConfigParser()
     ini.read(MLFLOW / "basic_auth.ini")
-    database = ini["mlflow"]["database_uri"].rsplit("/", 1)[1]
-    assert f"CREATE DATABASE {database} " in (MLFLOW / "postgres-init.sql").read_text()
+    container = server_container()
+    backend = next(a for a in container["args"] if a.startswith("--backend-store-uri=")).split("=", 1)[1]
+    return [backend, ini["mlflow"]["database_uri"]]
+
+
+def test_mlflow_signs_in_as_an_unprivileged_role_that_owns_its_two_databases():
+    init = (MLFLOW / "postgres-init.sh").read_text()
+    (role,) = {re.fullmatch(r"postgresql://(\w+)@postgres:5432/\w+", uri).group(1) for uri in database_uris()}
+    assert f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE" in init
+    for uri in database_uris():
+        assert f"CREATE DATABASE {uri.rsplit('/', 1)[1]} OWNER {role};" in init
+    (container,) = kubernetes("StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"]
+    environment = {v["name"]: v for v in container["env"]}
+    assert environment["POSTGRES_USER"]["value"] != role  # the image makes POSTGRES_USER a superuser
+    assert environment["POSTGRES_PASSWORD"]["valueFrom"] != environment["MLFLOW_DB_PASSWORD"]["valueFrom"]
+    assert COMPOSE["services"]["postgres"]["environment"]["POSTGRES_USER"] != role
 
 
 def test_postgres_is_the_same_on_both():
     (container,) = kubernetes("StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"]
     assert COMPOSE["services"]["postgres"]["image"] == container["image"]
     environment = {v["name"]: v.get("value") for v in container["env"]}
+    assert set(environment) - {"PGDATA"} == set(COMPOSE["services"]["postgres"]["environment"])
     assert environment["POSTGRES_USER"] == COMPOSE["services"]["postgres"]["environment"]["POSTGRES_USER"]
-    assert environment["POSTGRES_DB"] == COMPOSE["services"]["postgres"]["environment"]["POSTGRES_DB"]
+
+
+def test_compose_publishes_mlflow_on_loopback_only_and_uses_no_root_credentials():
+    assert COMPOSE["services"]["mlflow"]["ports"] == ["127.0.0.1:5000:5000"]
+    for service in COMPOSE["services"].values():
+        assert all(port.startswith("127.0.0.1:") for port in service.get("ports", []))
+    mlflow = COMPOSE["services"]["mlflow"]["environment"]
+    assert "MINIO_ROOT_PASSWORD" not in mlflow["AWS_SECRET_ACCESS_KEY"]
+    assert mlflow["AWS_ACCESS_KEY_ID"] != COMPOSE["services"]["minio"]["environment"]["MINIO_ROOT_USER"]
+    policy = json.loads((MLFLOW / "minio-mlflow-policy.json").read_text())
+    resources = {resource for statement in policy["Statement"] for resource in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::webllm-mlflow", "arn:aws:s3:::webllm-mlflow/*"}
+    assert (REPO / ".gitignore").read_text().count("\n.env\n") == 1
 
 
 def test_compose_takes_every_secret_from_the_env_file():

@@ -47,3 +47,33 @@ def test_a_folder_without_a_model_is_refused_by_name(tmp_path):
 ])
 def test_served_models_are_named_after_their_reference(reference, name):
     assert default_model_name(reference) == name
+
+
+def test_a_run_on_s3_is_downloaded_once_and_loads_like_a_local_one(s3_bucket, tmp_path, corpus):
+    import fsspec
+    import torch
+
+    from model.checkpoint import save_checkpoint
+    from model.config import preset
+    from model.gpt import GPT
+    from model.inference import load_inference_model
+    from pipeline.tokenizer import load_tokenizer, tokenizer_identity
+
+    encoding = load_tokenizer("gpt2")
+    torch.manual_seed(0)
+    local = save_checkpoint(GPT(preset("tiny", vocab_size=encoding.n_vocab)), tmp_path / "ckpt",
+                            {"spec": "gpt2", **tokenizer_identity(encoding)})
+    fs = fsspec.filesystem("s3")
+    run = f"{s3_bucket}/runs/tiny"
+    fs.put(f"{local}/", f"{run}/checkpoint-00000004/model/", recursive=True)
+    fs.put_file(str(local / "model.json"), f"{run}/checkpoint-00000002/train_state.pt")  # no model/: skipped
+
+    cache = tmp_path / "cache"
+    folder = resolve_model(run, cache_dir=cache)
+    assert folder.is_dir() and folder.parent == cache and (folder / "model.safetensors").is_file()
+    assert resolve_model(run, cache_dir=cache) == folder  # from the cache
+    loaded = load_inference_model(str(folder))
+    torch.testing.assert_close(loaded.model.state_dict()["tok_emb.weight"],
+                               load_inference_model(str(local)).model.state_dict()["tok_emb.weight"])
+    with pytest.raises(FileNotFoundError, match="holds no model"):
+        resolve_model(f"{s3_bucket}/runs/missing", cache_dir=cache)

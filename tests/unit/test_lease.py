@@ -1,0 +1,101 @@
+"""The rebuild lease: one holder at a time, taken over when its holder's time is up or its holder
+is gone, and exactly one winner when several processes race for it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.lease import LEASE_FILE, LeaseHeld, acquire, held, lease_path, read, release
+
+
+def test_a_held_lease_is_refused_and_released_at_the_end_of_the_block(tmp_path):
+    root = str(tmp_path / "datasets" / "web")
+    with held(root, seconds=600) as lease:
+        on_disk = read(lease_path(root))
+        assert on_disk == lease and on_disk.pid == os.getpid()
+        with pytest.raises(LeaseHeld, match="held by .* until"):
+            acquire(root, seconds=600)
+    assert not (tmp_path / "datasets" / "web" / LEASE_FILE).exists()
+    release(root, acquire(root, seconds=600))  # free again
+
+
+def test_an_expired_lease_is_taken_over(tmp_path):
+    root = str(tmp_path)
+    (tmp_path / LEASE_FILE).write_text(json.dumps(
+        {"owner": "another-pod:7:abc", "host": "another-pod", "pid": 7, "started": time.time() - 100,
+         "expires": time.time() - 1}))
+    lease = acquire(root, seconds=60)
+    assert read(lease_path(root)).owner == lease.owner != "another-pod:7:abc"
+
+
+def test_a_live_holder_on_another_host_is_waited_for_until_its_lease_expires(tmp_path):
+    root = str(tmp_path)
+    (tmp_path / LEASE_FILE).write_text(json.dumps(
+        {"owner": "another-pod:7:abc", "host": "another-pod", "pid": 7, "started": time.time(),
+         "expires": time.time() + 3600}))
+    with pytest.raises(LeaseHeld, match="another-pod:7:abc"):
+        acquire(root, seconds=60)
+
+
+HOLD = """
+import sys, time
+from pipeline.lease import acquire
+acquire(sys.argv[1], seconds=3600)
+print("held", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(LeaseHeld):
+        acquire(str(tmp_path), seconds=60)
+    holder.send_signal(signal.SIGKILL)  # no chance to release it
+    holder.wait()
+    assert read(lease_path(str(tmp_path))).pid == holder.pid  # still there, for an hour
+    assert acquire(str(tmp_path), seconds=60).pid == os.getpid()
+
+
+def _race(root: str, start: float, results) -> None:
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        acquire(root, seconds=600)
+        results.put("won")
+        time.sleep(2)  # hold it while the others try
+    except LeaseHeld:
+        results.put("refused")
+
+
+def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start = time.time() + 2
+    processes = [context.Process(target=_race, args=(str(tmp_path), start, results)) for _ in range(6)]
+    for process in processes:
+        process.start()
+    outcomes = sorted(results.get(timeout=60) for _ in processes)
+    for process in processes:
+        process.join()
+    assert outcomes == ["refused"] * 5 + ["won"]
+
+
+def test_on_s3_the_lease_is_taken_with_a_conditional_put(s3_bucket):
+    """The same process asking twice: only the store's If-None-Match refuses the second (this host's
+    liveness check would call the holder alive, so nothing else could)."""
+    root = f"{s3_bucket}/datasets/web"
+    first = acquire(root, seconds=600)
+    with pytest.raises(LeaseHeld, match=first.owner):
+        acquire(root, seconds=600)
+    release(root, first)
+    assert read(lease_path(root)) is None
+    expired = acquire(root, seconds=-1)  # already expired: the next taker takes it over
+    assert acquire(root, seconds=600).owner != expired.owner
