@@ -44,7 +44,7 @@ from model.config import GPTConfig, preset  # noqa: E402
 from model.gpt import GPT, flops_per_token  # noqa: E402
 from model.launch import launch  # noqa: E402
 from model.pretrain import PretrainConfig, PretrainTask, with_absolute_paths  # noqa: E402
-from model.optim import OptimConfig, build_optimizer, learning_rate_schedule, set_learning_rate  # noqa: E402
+from model.optim import OptimConfig, build_optimizers, learning_rate_schedule, set_learning_rate  # noqa: E402
 from model.train import Evaluation  # noqa: E402
 from model.train_config import TrainConfig, accumulation_steps  # noqa: E402
 from pipeline.config import load_config, validate  # noqa: E402
@@ -123,7 +123,7 @@ def plain_loop(task: SyntheticTask, config: TrainConfig) -> list[float]:
     """The baseline: the textbook loop, in this process. Returns each step's seconds."""
     torch.manual_seed(config.run.seed)
     model = task.build_model()
-    optimizer = build_optimizer(model, config.optim)
+    (optimizer,) = build_optimizers(model, config.optim)  # AdamW
     schedule = learning_rate_schedule(config.optim, config.run.max_steps)
     accumulation = accumulation_steps(config.batch, task.sequence_length, world_size=1)
     seconds = []
@@ -135,7 +135,7 @@ def plain_loop(task: SyntheticTask, config: TrainConfig) -> list[float]:
             loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten()) / accumulation
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        set_learning_rate(optimizer, config.optim.learning_rate * schedule(step))
+        set_learning_rate([optimizer], schedule(step))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()  # the loop under test reads its loss every step too

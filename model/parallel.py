@@ -124,20 +124,24 @@ def gathered(model: nn.Module) -> Iterator[nn.Module]:
         inner.reshard()
 
 
-def full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Unsharded model and optimizer state on the CPU; under FSDP complete on rank 0 only.
-    Every worker must call it: under FSDP gathering is collective."""
-    return get_model_state_dict(model, options=FULL_STATE), get_optimizer_state_dict(model, optimizer, options=FULL_STATE)
+def full_state_dicts(
+    model: nn.Module, optimizers: list[torch.optim.Optimizer]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Unsharded model state, and the optimizers' state keyed by parameter name, on the CPU; under
+    FSDP complete on rank 0 only. Every worker must call it: under FSDP gathering is collective."""
+    return (get_model_state_dict(model, options=FULL_STATE),
+            get_optimizer_state_dict(model, optimizers, options=FULL_STATE))
 
 
 def load_full_state_dicts(
-    model: nn.Module, optimizer: torch.optim.Optimizer | None, model_state: dict[str, Any], optimizer_state: dict[str, Any] | None
+    model: nn.Module, optimizers: list[torch.optim.Optimizer] | None, model_state: dict[str, Any],
+    optimizer_state: dict[str, Any] | None,
 ) -> None:
-    """Load full state dicts (as ``full_state_dicts`` returns them) into a wrapped model and its optimizer."""
+    """Load full state dicts (as ``full_state_dicts`` returns them) into a wrapped model and its optimizers."""
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, model_state, options=options)
-    if optimizer is not None and optimizer_state is not None:
-        set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
+    if optimizers and optimizer_state is not None:
+        set_optimizer_state_dict(model, optimizers, optimizer_state, options=options)
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

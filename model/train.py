@@ -5,7 +5,8 @@ The loop does the rest, the same way for every task:
 
     resume (Ray Train's latest checkpoint, or a configured one) or start from the seed
     each step:  fetch the micro-batches -> forward/backward each, syncing gradients on the last only
-                -> clip -> set the scheduled learning rate -> AdamW step
+                -> clip -> set the scheduled learning rate -> the optimizers' step (model/optim.py),
+                skipped if the loss or the gradient norm is not finite
     every N steps: log (rank 0 to MLflow, a progress line), evaluate, checkpoint through Ray Train
 
 Ray Train appears only at the edges: the worker's rank and device, ``report`` (metrics and
@@ -20,6 +21,7 @@ rounding (tests/integration/test_train_loop.py).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from model import parallel, train_state
-from model.optim import build_optimizer, learning_rate_schedule, set_learning_rate
+from model.optim import build_optimizers, learning_rate_schedule, set_learning_rate
 from model.throughput import Throughput, assumed_peak_flops, progress_line
 from model.train_config import TrainConfig, accumulation_steps
 from model.tracking import RunLogger
@@ -134,7 +136,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     config, task = job.config, job.task
     worker, model = _set_up(config, task)
     rank, world_size, device = worker.rank, worker.world_size, worker.device
-    optimizer = build_optimizer(model, config.optim)
+    optimizers = build_optimizers(model, config.optim)
     schedule = learning_rate_schedule(config.optim, config.run.max_steps)
     accumulation = accumulation_steps(config.batch, task.sequence_length, world_size)
 
@@ -144,7 +146,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if checkpoint is None and config.checkpoint.resume_from:
         checkpoint = ray.train.Checkpoint(config.checkpoint.resume_from)
     if checkpoint is not None:
-        step, tokens_seen, loader_state = _restore(checkpoint, model, optimizer, task, worker)
+        step, tokens_seen, loader_state = _restore(checkpoint, model, optimizers, task, worker)
     else:
         train_state.seed_everything(config.run.seed + rank)  # each worker its own dropout masks
     start_step = step
@@ -159,6 +161,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         logger.log_params({"device": _device_name(device), "world_size": world_size,
                            "accumulation_steps": accumulation, "mfu.assumed_peak_flops_per_worker": peak_flops})
     history: list[dict[str, float]] = []
+    nonfinite = NonFiniteSteps(config.optim.max_nonfinite_steps)
     log.info(f"training steps {step}..{config.run.max_steps} on {world_size} worker(s), {accumulation} "
              f"micro-batch(es) of {config.batch.micro_batch_size} per worker per step"
              + (f", resumed from step {step}" if step else ""))
@@ -173,10 +176,15 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             data_wait += time.perf_counter() - waiting
             predictions += float(task.prediction_count(batch))  # counted on the CPU: no device sync
             micro_batches.append({name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()})
-        learning_rate = config.optim.learning_rate * schedule(step)
-        loss, grad_norm = _train_step(
-            model, optimizer, task, micro_batches, predictions, worker, learning_rate, config.optim.grad_clip
+        multiplier = schedule(step)
+        learning_rate = config.optim.learning_rate * multiplier  # AdamW's; Muon's scales alike
+        loss, grad_norm, applied = _train_step(
+            model, optimizers, task, micro_batches, predictions, worker, multiplier, config.optim.grad_clip
         )
+        if applied:
+            nonfinite.applied()
+        else:
+            nonfinite.skipped(step + 1, loss, grad_norm)
         step += 1
         step_tokens = sum(batch["input_ids"].numel() for batch in micro_batches) * world_size
         tokens_seen += step_tokens
@@ -189,7 +197,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         if step % config.run.log_every_steps == 0 or final:
             figures = meter.take(step)
             metrics = {"loss": loss, "lr": learning_rate, "grad_norm": grad_norm, "tokens_seen": tokens_seen,
-                       "tokens_per_s": figures["tokens_per_s"], "data_wait_fraction": figures["data_wait_fraction"]}
+                       "tokens_per_s": figures["tokens_per_s"], "data_wait_fraction": figures["data_wait_fraction"],
+                       "skipped_steps": nonfinite.total}
             metrics.update(task.stream_metrics(batches))
             if flops_per_token and peak_flops:
                 per_worker = figures["tokens_per_s"] / world_size
@@ -207,10 +216,31 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         if logger and metrics:
             logger.log_metrics(metrics, step)
         if step % config.checkpoint.every_steps == 0 or final:
-            _save_checkpoint(model, optimizer, task, batches, worker, step, tokens_seen, metrics)
+            _save_checkpoint(model, optimizers, task, batches, worker, step, tokens_seen, metrics)
         elif metrics:
             ray.train.report({**metrics, "step": step})
     return {"start_step": start_step, "history": history}
+
+
+class NonFiniteSteps:
+    """Steps skipped for a non-finite loss or gradient norm: counted, logged, and fatal after
+    ``limit`` in a row (a diverged run does not come back by itself; a lone bad batch does)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.total, self.in_a_row = limit, 0, 0
+
+    def skipped(self, step: int, loss: float, grad_norm: float) -> None:
+        self.total += 1
+        self.in_a_row += 1
+        log.warning(f"step {step}: loss {loss}, gradient norm {grad_norm}: not finite, the update is skipped "
+                    f"({self.in_a_row} in a row)")
+        if self.in_a_row >= self.limit:
+            raise RuntimeError(f"{self.in_a_row} steps in a row had a non-finite loss or gradient norm (the last: "
+                               f"step {step}, loss {loss}, gradient norm {grad_norm}); the run has diverged: lower "
+                               "optim.learning_rate, or look for bad data near this step")
+
+    def applied(self) -> None:
+        self.in_a_row = 0
 
 
 def _device_name(device: torch.device) -> str:
@@ -250,16 +280,18 @@ def _set_up(config: TrainConfig, task: TrainingTask) -> tuple[Worker, nn.Module]
 
 def _train_step(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     task: TrainingTask,
     micro_batches: list[Batch],
     predictions: float,
     worker: Worker,
-    learning_rate: float,
+    lr_multiplier: float,
     grad_clip: float,
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
     """One optimizer step over this worker's micro-batches, which hold ``predictions`` targets;
-    returns the global batch's mean loss and the gradient norm before clipping."""
+    returns the global batch's mean loss, the gradient norm before clipping, and whether the update
+    was applied (not when either is not finite: every worker sees the same global figures, so all
+    skip together)."""
     (global_count,) = worker.all_reduce_sum([predictions])
     # DDP and FSDP average gradients over workers; the loss is pre-multiplied by their number so the
     # result is the gradient of (sum over the global batch) / global_count.
@@ -272,16 +304,21 @@ def _train_step(
             (batch_loss * scale).backward()
         loss_sum += batch_loss.detach().float()
     grad_norm = parallel.clip_gradients(model, grad_clip)
-    set_learning_rate(optimizer, learning_rate)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
     (global_loss,) = worker.all_reduce_sum([float(loss_sum)])
-    return global_loss / global_count, grad_norm
+    loss = global_loss / global_count
+    applied = math.isfinite(loss) and math.isfinite(grad_norm)
+    if applied:
+        set_learning_rate(optimizers, lr_multiplier)
+        for optimizer in optimizers:
+            optimizer.step()
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, applied
 
 
 def _save_checkpoint(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     task: TrainingTask,
     batches: ResumableBatches,
     worker: Worker,
@@ -290,7 +327,7 @@ def _save_checkpoint(
     metrics: dict[str, float],
 ) -> None:
     """Every worker writes its part into a temporary folder; Ray Train merges and persists them."""
-    model_state, optimizer_state = parallel.full_state_dicts(model, optimizer)
+    model_state, optimizer_state = parallel.full_state_dicts(model, optimizers)
     with tempfile.TemporaryDirectory(prefix="webllm-checkpoint-") as temporary:
         directory = Path(temporary)
         if worker.rank == 0:
@@ -309,7 +346,7 @@ def _save_checkpoint(
 def _restore(
     checkpoint: ray.train.Checkpoint,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     task: TrainingTask,
     worker: Worker,
 ) -> tuple[int, int, dict[str, Any]]:
@@ -323,6 +360,6 @@ def _restore(
                              f"many (scaling.num_workers), not {worker.world_size}")
         model_state = task.load_model_state(directory / train_state.MODEL_DIR)
         worker_state = train_state.load_worker_state(directory, worker.rank)
-    parallel.load_full_state_dicts(model, optimizer, model_state, state["optimizer"])
+    parallel.load_full_state_dicts(model, optimizers, model_state, state["optimizer"])
     train_state.restore_rng_state(worker_state["rng"])
     return state["step"], state["tokens_seen"], worker_state["loader"]

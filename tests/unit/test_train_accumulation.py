@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import nullcontext
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from model.config import preset
 from model.gpt import GPT
-from model.train import Worker, _train_step
+from model.train import NonFiniteSteps, Worker, _train_step
 from model.train_config import BatchConfig, accumulation_steps
 from pipeline.config import ConfigError
 
@@ -78,10 +79,13 @@ def one_step(batches: list[dict[str, torch.Tensor]]) -> tuple[float, GPT]:
     model = GPT(preset("tiny", context_length=32))
     # Plain SGD with learning rate 1: the parameters move by exactly the gradient. (Adam's first step
     # is about lr * sign(gradient), which float rounding flips for gradients near zero.)
-    optimizer = torch.optim.SGD(model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    optimizer.param_groups[0]["peak_lr"] = 1.0
     predictions = float(sum(LanguageModeling().prediction_count(batch) for batch in batches))
     worker = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext)
-    loss, _ = _train_step(model, optimizer, LanguageModeling(), batches, predictions, worker, 1.0, grad_clip=0.0)
+    loss, _, applied = _train_step(model, [optimizer], LanguageModeling(), batches, predictions, worker, 1.0,
+                                   grad_clip=0.0)
+    assert applied
     return loss, model
 
 
@@ -107,3 +111,34 @@ def test_averaging_the_micro_batch_means_would_be_wrong():
     assert abs(float(mean_of_means) - float(true_mean)) > 1e-4
     loss, _ = one_step(copy.deepcopy(batches))
     assert loss == pytest.approx(float(true_mean), rel=1e-6)
+
+
+def test_a_step_with_a_non_finite_loss_is_skipped_and_leaves_the_weights():
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", context_length=32))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    optimizer.param_groups[0]["peak_lr"] = 1.0
+    with torch.no_grad():
+        model.blocks[1].mlp.up_proj.weight[0, 0] = float("inf")  # overflows to a NaN loss
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    batches = micro_batches()
+    predictions = float(sum(LanguageModeling().prediction_count(batch) for batch in batches))
+    worker = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext)
+    loss, grad_norm, applied = _train_step(model, [optimizer], LanguageModeling(), batches, predictions, worker,
+                                           1.0, grad_clip=1.0)
+    assert not applied and not (math.isfinite(loss) and math.isfinite(grad_norm))
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), before[name], equal_nan=True, msg=name)
+        assert param.grad is None  # cleared for the next step
+
+
+def test_non_finite_steps_are_counted_and_too_many_in_a_row_stop_the_run():
+    steps = NonFiniteSteps(limit=3)
+    steps.skipped(10, float("nan"), float("nan"))
+    steps.skipped(11, float("nan"), float("inf"))
+    steps.applied()  # a good step in between: the count in a row starts over
+    steps.skipped(13, float("inf"), 1.0)
+    steps.skipped(14, float("nan"), float("nan"))
+    with pytest.raises(RuntimeError, match=r"3 steps in a row .* step 15, loss nan"):
+        steps.skipped(15, float("nan"), float("nan"))
+    assert steps.total == 5
