@@ -171,9 +171,12 @@ def mlflow_server(tmp_path: Path):
         stop_group(process)
 
 
-@pytest.fixture
-def ray_head_with_token(tmp_path):
-    with ray_head(tmp_path, token_auth=True) as head:
+@pytest.fixture(scope="session")
+def ray_head_with_token(tmp_path_factory):
+    """One `ray start --head` with token authentication for every e2e test that submits jobs or
+    serves on a plain cluster: a head costs about half a minute to start and stop on two cores.
+    (Tests that kill its processes, or need another environment, start their own.)"""
+    with ray_head(tmp_path_factory.mktemp("shared-ray"), token_auth=True) as head:
         yield head
 
 

@@ -11,7 +11,8 @@
     only a cluster has: the MLflow Service, the bucket behind WEBLLM_STORAGE (a folder), the
     corpus volume behind CORPUS_DIR (the shared corpus), the MLflow user's Secret.
   The production configs run as the cluster runs them, with overrides that fit two CPU cores.
-  They chain as on a cluster: build, then rebuild, then pretraining, then two fine-tunes of it.
+  They chain as on a cluster: the build's token shards are what pretraining reads, its run is what
+  the two fine-tunes start from.
 - Each job reports to that server over HTTP, as a user of its own.
 """
 
@@ -21,6 +22,7 @@ import importlib.util
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,7 +38,6 @@ import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.e2e.conftest import BIN, REPO, free_port, ray_head, stop_group, wait_for_http
-from tests.integration.test_train_loop import build_shakespeare_tokens
 
 pytestmark = pytest.mark.e2e
 
@@ -50,28 +51,25 @@ IMAGE_FILES = ("pyproject.toml", "requirements.lock", "README.md", "pipeline", "
 @dataclass(frozen=True)
 class SmallRun:
     """What the cluster runs, made to fit two CPU cores: overrides appended to the entry point, and
-    what to put in the storage first (``prepare(storage, corpus, **fixtures)``)."""
+    what lands in the storage first (``prepare(storage, corpus)``)."""
 
     overrides: tuple[str, ...]
-    prepare: Callable[..., list[str]] = lambda storage, corpus: []
-    fixtures: tuple[str, ...] = ()
+    prepare: Callable[[Path, Path], None] = lambda storage, corpus: None
 
 
-def land_crawl(name: str) -> Callable[..., list[str]]:
-    def prepare(storage: Path, corpus: Path) -> list[str]:
+def land_crawl(name: str) -> Callable[[Path, Path], None]:
+    """A crawl file arriving in the bucket's crawl folder, as the scheduled rebuild expects them."""
+    def prepare(storage: Path, corpus: Path) -> None:
         (storage / "crawl").mkdir(parents=True, exist_ok=True)
         shutil.copy(corpus / "web" / "warc" / name, storage / "crawl")
-        return []
     return prepare
-
-
-def pretrain_tokens(storage: Path, corpus: Path, shakespeare_1024: str) -> list[str]:
-    return ["--set", f"data.sources=[{{path: {shakespeare_1024}}}]"]
 
 
 ON_CPU = ("scaling.use_gpu=false", "scaling.num_workers=1", "scaling.cpus_per_worker=1", "run.max_steps=2",
           "checkpoint.every_steps=2")
-SMALL_BUILD = ("compute.stage_workers=2", "compute.batch_size=64", "tokenize.encode_workers=1")
+# A fifth of the few documents to validation, so the pretraining that reads them has some.
+SMALL_BUILD = ("compute.stage_workers=2", "compute.batch_size=64", "tokenize.encode_workers=1",
+               "tokenize.val_fraction=0.2")
 SMALL_RUNS = {
     "jobs/build_dataset.py": SmallRun(SMALL_BUILD, land_crawl("crawl-sample-0000.warc.gz")),
     "jobs/rebuild_dataset.py": SmallRun(SMALL_BUILD, land_crawl("crawl-sample-0001.warc.gz")),
@@ -79,9 +77,8 @@ SMALL_RUNS = {
         ("model.preset=small-cpu", "scaling.use_gpu=false", "scaling.num_workers=2", "scaling.cpus_per_worker=0.5",
          "parallel.precision=auto", "parallel.compile=false", "run.max_steps=2", "run.log_every_steps=1",
          "run.eval_every_steps=2", "checkpoint.every_steps=2", "batch.global_batch_tokens=2048",
-         "batch.micro_batch_size=1", "data.val_sequences=4", "eval.val_batches=1", "eval.hellaswag.limit=4",
-         "eval.samples.max_new_tokens=4"),
-        pretrain_tokens, ("shakespeare_1024",)),
+         "batch.micro_batch_size=1", "data.val_sequences=2", "eval.val_batches=1", "eval.hellaswag.limit=4",
+         "eval.samples.max_new_tokens=4")),
     "jobs/finetune_classifier.py": SmallRun((*ON_CPU, "eval.max_examples=16")),
     "jobs/finetune_instruct.py": SmallRun((*ON_CPU, "eval.val_examples=4", "eval.test_examples=2",
                                            "eval.max_new_tokens=4")),
@@ -196,18 +193,11 @@ def image(tmp_path_factory) -> tuple[Path, Path]:
     # This environment's packages, but not its editable install of the project: .pth files in a
     # folder named by a .pth file are not read, so the checkout stays out of the image's path.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(workdir)],
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(workdir)],
                    check=True, capture_output=True)
     shutil.rmtree(workdir / "pipeline")  # the image keeps them too, but the jobs must not need them here
     shutil.rmtree(workdir / "model")
     return python, workdir
-
-
-@pytest.fixture(scope="module")
-def shakespeare_1024(ray_local, corpus, tmp_path_factory) -> str:
-    """GPT-2 token shards at the production context (1024) for the pretraining job."""
-    return build_shakespeare_tokens(tmp_path_factory.mktemp("tokens"), corpus, tokenizer="gpt2", speeches=3000,
-                                    context_length=1024)
 
 
 @dataclass(frozen=True)
@@ -244,17 +234,17 @@ def test_the_chain_covers_every_job_spec():
 
 
 @pytest.mark.parametrize("name", CHAIN)
-def test_job_spec_runs_as_kuberay_starts_it_and_reports_to_mlflow(name, cluster, mlflow_deployment, corpus, request):
+def test_job_spec_runs_as_kuberay_starts_it_and_reports_to_mlflow(name, cluster, mlflow_deployment, corpus):
     entrypoint = job_specs()[name]
     script, config = ENTRYPOINT.fullmatch(entrypoint).groups()
+    assert (REPO / script).is_file() and (REPO / config).is_file(), entrypoint
     small = SMALL_RUNS[script]
-    extra = small.prepare(cluster.storage, corpus, **{fixture: request.getfixturevalue(fixture)
-                                                      for fixture in small.fixtures})
-    overrides = [argument for override in small.overrides for argument in ("--set", override)] + extra
+    small.prepare(cluster.storage, corpus)
+    overrides = [argument for override in small.overrides for argument in ("--set", override)]
     runs_before = mlflow_deployment.run_count()
 
     # KubeRay's HTTP mode: the entry point alone, no runtime environment.
-    job = cluster.client.submit_job(entrypoint=" ".join([entrypoint, *overrides]))
+    job = cluster.client.submit_job(entrypoint=f"{entrypoint} {shlex.join(overrides)}")
     deadline = time.monotonic() + 900
     while not (status := cluster.client.get_job_status(job)).is_terminal():
         assert time.monotonic() < deadline, f"{name} did not finish"

@@ -1,6 +1,6 @@
 """The OpenAI-compatible server as its users meet it: ``python jobs/serve.py`` on a Ray cluster
-(``ray start --head``), called with the real ``openai`` client, curl-style raw HTTP and a headless
-Chromium on the chat page.
+(``ray start --head``, token authentication on), called with the real ``openai`` client, curl-style
+raw HTTP and a headless Chromium on the chat page.
 
 One server is started for the whole module (it takes ~30 s on two cores) and every test talks to
 it; the replica-kill test runs last, as it restarts the replica under everyone.
@@ -29,7 +29,7 @@ from model.config import preset
 from model.finetune.instructions import PromptTemplate
 from model.gpt import GPT
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
-from tests.e2e.conftest import BIN, REPO, free_port, ray_head, stop_group, wait_for_http
+from tests.e2e.conftest import REPO, free_port, stop_group, wait_for_http
 
 pytestmark = pytest.mark.e2e
 
@@ -72,25 +72,25 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, corpus):
+def server(tmp_path_factory, corpus, ray_head_with_token):
     folder = tmp_path_factory.mktemp("serving")
     model_dir = make_model(folder)
-    with ray_head(folder, token_auth=False) as head:
-        port = free_port()
-        env = {**head.env, "RAY_ADDRESS": head.address, "WEBLLM_TEST_KEY": API_KEY, "CORPUS_DIR": str(corpus)}
-        command = [sys.executable, "jobs/serve.py", "--model", str(folder / MODEL_NAME), "--port", str(port),
-                   "--api-key-env", "WEBLLM_TEST_KEY", "--max-batch-size", "16"]
-        log = folder / "serve.log"
-        process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=open(log, "w"),
-                                   stderr=subprocess.STDOUT)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/health", 240, process)
-            yield Server(f"http://127.0.0.1:{port}", model_dir, head)
-            process.send_signal(signal.SIGINT)  # Ctrl-C: the job deletes its application and exits
-            assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
-            assert "OpenAI API: http://127.0.0.1" in log.read_text()
-        finally:
-            stop_group(process)
+    head = ray_head_with_token
+    port = free_port()
+    env = {**head.env, "RAY_ADDRESS": head.address, "WEBLLM_TEST_KEY": API_KEY, "CORPUS_DIR": str(corpus)}
+    command = [sys.executable, "jobs/serve.py", "--model", str(folder / MODEL_NAME), "--port", str(port),
+               "--api-key-env", "WEBLLM_TEST_KEY", "--max-batch-size", "16"]
+    log = folder / "serve.log"
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stdout=open(log, "w"),
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", 240, process)
+        yield Server(f"http://127.0.0.1:{port}", model_dir, head)
+        process.send_signal(signal.SIGINT)  # Ctrl-C: the job deletes its application and exits
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert "OpenAI API: http://127.0.0.1" in log.read_text()
+    finally:
+        stop_group(process)
 
 
 def generate_py(model_dir: Path, prompt: str, max_tokens: int) -> str:
@@ -233,15 +233,20 @@ def test_the_chat_page_streams_a_reply_in_a_headless_browser(server):
             browser.close()
 
 
-def test_a_killed_replica_is_restarted_and_requests_succeed_again(server, monkeypatch):
-    from ray.util.state import list_actors
+def replica_pids() -> list[int]:
+    """The Serve replicas' processes, by the title Ray gives an actor's worker process."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:  # not a process, or gone
+            continue
+        if entry.name.isdigit() and title.startswith(b"ray::ServeReplica:webllm:OpenAIServer"):
+            pids.append(int(entry.name))
+    return pids
 
-    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", server.head.dashboard_url)
 
-    def replica_pids() -> list[int]:
-        return [actor.pid for actor in list_actors(address=server.head.dashboard_url, filters=[
-            ("class_name", "=", "ServeReplica:webllm:OpenAIServer"), ("state", "=", "ALIVE")])]
-
+def test_a_killed_replica_is_restarted_and_requests_succeed_again(server):
     (victim,) = replica_pids()
     expected = server.greedy(PROMPTS[5], 10)
     os.kill(victim, signal.SIGKILL)

@@ -42,8 +42,7 @@ class Shakespeare:
     unigram_entropy: float  # nats per token of the train targets' unigram distribution
 
 
-def build_shakespeare_tokens(root: Path, corpus: Path, tokenizer: str | None, speeches: int | None = None,
-                             context_length: int = CONTEXT_LENGTH) -> str:
+def build_shakespeare_tokens(root: Path, corpus: Path, tokenizer: str | None, speeches: int | None = None) -> str:
     """tinyshakespeare (its first ``speeches`` speeches) as documents of 20 speeches, through the real
     build and tokenization into ``root/tokens`` (needs a Ray). ``tokenizer``: a name, or None for a
     512-token BPE trained on the text. Returns the token dataset folder."""
@@ -57,7 +56,7 @@ def build_shakespeare_tokens(root: Path, corpus: Path, tokenizer: str | None, sp
     if tokenizer is None:
         train_bpe(documents, vocab_size=512, out_dir=root / "tokenizer")
         tokenizer = str(root / "tokenizer")
-    tokenize = {"tokenizer": tokenizer, "context_length": context_length, "val_fraction": 0.1}
+    tokenize = {"tokenizer": tokenizer, "context_length": CONTEXT_LENGTH, "val_fraction": 0.1}
     build_token_shards(str(root / "text" / "v1"), str(root / "tokens"), validate(TokenizeConfig, tokenize))
     return str(root / "tokens")
 
