@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,cloud]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,cloud,eval]'
 	touch $@
 
 # The demo: build the dataset -> pretrain on its token shards -> generate. Each step starts its own
@@ -55,7 +55,7 @@ test-unit: setup
 # Re-resolve the full pin set after changing pyproject.toml.
 lock:
 	$(PYTHON) -m venv /tmp/webllm-lock && /tmp/webllm-lock/bin/pip install --quiet --upgrade pip
-	/tmp/webllm-lock/bin/pip install --dry-run --quiet --report /tmp/webllm-lock.json -e '.[test,cloud]'
+	/tmp/webllm-lock/bin/pip install --dry-run --quiet --report /tmp/webllm-lock.json -e '.[test,cloud,eval]'
 	$(PYTHON) -c "import json; r = json.load(open('/tmp/webllm-lock.json'))['install']; \
 	pins = sorted(i['metadata']['name'].lower() + '==' + i['metadata']['version'].split('+')[0] for i in r if i['metadata']['name'] != 'webllm'); \
 	open('requirements.lock', 'w').write('# Full transitive pins, resolved for Python 3.11 on linux x86_64. Regenerate with: make lock\n' + '\n'.join(pins) + '\n')"

@@ -2,9 +2,13 @@
 
 - Validation loss: mean next-token cross-entropy over a fixed stream of held-out sequences.
 - HellaSwag (Zellers et al. 2019): pick which of four endings continues a context. Each ending is
-  scored by the model's log-likelihood of its tokens given the context; ``acc_norm`` divides by the
-  ending's length in tokens so long endings are not penalised for being long (build-nanogpt's
-  acc_norm; lm-eval divides by characters instead, which ranks nearly always the same way).
+  scored by the model's log-likelihood of its tokens given the context: ``acc`` picks the likeliest,
+  ``acc_norm`` the likeliest per unit of length, so long endings are not penalised for being long.
+  By default exactly as lm-evaluation-harness's ``hellaswag`` task, the number papers report: the
+  context is ``activity_label: ctx_a Ctx_b``, context and endings cleaned of WikiHow's bracket
+  artefacts, each ending tokenized as the tail of ``context + " " + ending``, and ``acc_norm``
+  divides by the ending's length in characters. ``style: build-nanogpt`` keeps build-nanogpt's
+  variant: the raw ``ctx``, each ending tokenized alone, ``acc_norm`` per token.
 - Samples: continuations of fixed prompts, to read what the model has learned.
 
 Every function works on one worker's share and returns sums, so a distributed caller adds the
@@ -15,11 +19,12 @@ FSDP needs: its forward passes are collective).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +35,17 @@ from model.generate import generate
 T = TypeVar("T")
 
 
+HellaSwagStyle = Literal["lm-eval", "build-nanogpt"]
+
+
 @dataclass(frozen=True)
 class HellaSwagItem:
     context: list[int]
     endings: list[list[int]]  # four, each starting with the space that separates it from the context
     label: int
+    # What acc_norm divides each ending's log-likelihood by: its characters (lm-eval) or, when not
+    # given, its tokens (build-nanogpt).
+    lengths: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -49,24 +60,46 @@ class HellaSwagCounts:
         return {"hellaswag_acc": self.correct / self.items, "hellaswag_acc_norm": self.correct_norm / self.items}
 
 
-def load_hellaswag(path: str | Path, encoding, limit: int | None = None) -> list[HellaSwagItem]:
-    """The first ``limit`` items of a HellaSwag JSONL file (fields ``ctx``, ``endings``, ``label``)."""
+def load_hellaswag(path: str | Path, encoding, limit: int | None = None,
+                   style: HellaSwagStyle = "lm-eval") -> list[HellaSwagItem]:
+    """The first ``limit`` items of a HellaSwag JSONL file in its original schema (``activity_label``,
+    ``ctx_a``, ``ctx_b``, ``ctx``, ``endings``, ``label``), tokenized as ``style`` says (module doc)."""
     items = []
     with open(path, encoding="utf-8") as lines:
         for line in lines:
             if limit is not None and len(items) >= limit:
                 break
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            items.append(
-                HellaSwagItem(
-                    context=encoding.encode_ordinary(record["ctx"]),
-                    endings=[encoding.encode_ordinary(" " + ending) for ending in record["endings"]],
-                    label=int(record["label"]),
-                )
-            )
+            if line.strip():
+                record = json.loads(line)
+                items.append(_lm_eval_item(record, encoding) if style == "lm-eval" else _nanogpt_item(record, encoding))
     return items
+
+
+def hellaswag_query(record: dict) -> tuple[str, list[str]]:
+    """lm-eval's context and endings of an item: ``activity_label: ctx_a Ctx_b`` and each ending,
+    all cleaned of the WikiHow part's ``[title]``/``[header]`` artefacts."""
+    context = record["ctx_a"] + " " + record["ctx_b"].capitalize()
+    return _clean(record["activity_label"] + ": " + context), [_clean(ending) for ending in record["endings"]]
+
+
+def _clean(text: str) -> str:
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub(r"\[.*?\]", "", text).replace("  ", " ")
+
+
+def _lm_eval_item(record: dict, encoding) -> HellaSwagItem:
+    query, endings = hellaswag_query(record)
+    context = encoding.encode_ordinary(query)
+    # As lm-eval's loglikelihood requests: the continuation is " " + ending, tokenized as the tail of
+    # the whole text, so its tokens are those the model reads after the context.
+    tails = [encoding.encode_ordinary(query + " " + ending)[len(context):] for ending in endings]
+    return HellaSwagItem(context, tails, int(record["label"]), tuple(float(len(ending)) for ending in endings))
+
+
+def _nanogpt_item(record: dict, encoding) -> HellaSwagItem:
+    return HellaSwagItem(context=encoding.encode_ordinary(record["ctx"]),
+                         endings=[encoding.encode_ordinary(" " + ending) for ending in record["endings"]],
+                         label=int(record["label"]))
 
 
 def shard_evenly(items: Sequence[T], rank: int, world_size: int) -> list[tuple[T, bool]]:
@@ -105,11 +138,13 @@ def score_hellaswag(
         log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
         token_ll = log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1) * scored[:, 1:]
         total = token_ll.sum(dim=1)
-        per_token = total / scored[:, 1:].sum(dim=1)
+        lengths = (torch.tensor(item.lengths, device=device) if item.lengths is not None
+                   else scored[:, 1:].sum(dim=1))
+        normalised = total / lengths
         if counted:
             counts.items += 1
             counts.correct += float(total.argmax().item() == item.label)
-            counts.correct_norm += float(per_token.argmax().item() == item.label)
+            counts.correct_norm += float(normalised.argmax().item() == item.label)
     return counts
 
 

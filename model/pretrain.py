@@ -21,6 +21,7 @@ from model import data, parallel
 from model.checkpoint import export_hf_gpt2, load_checkpoint, load_pretrained, save_checkpoint
 from model.config import GPTConfig, preset
 from model.evaluate import (
+    HellaSwagStyle,
     load_hellaswag,
     pad_with_repeats,
     sample_text,
@@ -58,6 +59,9 @@ class HellaSwagConfig:
     # A JSONL file in HellaSwag's schema; None: the shared corpus's eval/hellaswag-val-1000.jsonl.
     path: str | None = None
     limit: Annotated[int, Field(ge=1)] | None = None  # the first N items (None: all); small on CPU
+    # lm-eval: scored exactly as lm-evaluation-harness's hellaswag task (the figure papers report);
+    # build-nanogpt: build-nanogpt's variant (raw ctx, acc_norm per token). See model/evaluate.py.
+    style: HellaSwagStyle = "lm-eval"
     # Also score it at these multiples of run.eval_every_steps (None: only at the last step).
     every_evals: Annotated[int, Field(ge=1)] | None = None
 
@@ -225,7 +229,7 @@ class PretrainTask:
         if self._hellaswag is None:  # tokenized once per worker
             hellaswag = self.config.eval.hellaswag
             path = hellaswag.path or corpus_path("eval", "hellaswag-val-1000.jsonl")
-            self._hellaswag = load_hellaswag(path, self._encoding(), hellaswag.limit)
+            self._hellaswag = load_hellaswag(path, self._encoding(), hellaswag.limit, hellaswag.style)
         return self._hellaswag
 
     def save_model(self, state: dict[str, torch.Tensor], directory: Path) -> None:

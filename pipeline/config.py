@@ -32,11 +32,11 @@ class ConfigError(ValueError):
     """A bad config: the message is one line and names the key."""
 
 
-def config_parser(description: str, config_help: str) -> argparse.ArgumentParser:
+def config_parser(description: str, config_help: str, config_required: bool = True) -> argparse.ArgumentParser:
     """The command line every job starts from: ``--config FILE`` and repeatable ``--set KEY=VALUE``
     overrides, for ``load_config(cls, args.config, args.set)``."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--config", required=config_required, help=config_help)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return parser
 

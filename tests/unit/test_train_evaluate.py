@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -63,3 +65,43 @@ def test_throughput_and_progress_line():
     assert meter.take(step=10)["tokens_per_s"] == 0.0  # a new interval starts empty
     line = progress_line(10, 100, 3.14159, 6e-4, figures, mfu=0.4123)
     assert line == "step  10/100 | loss 3.1416 | lr 6.00e-04 | 2,000 tok/s | MFU 41.2% | data wait 5.0% | ETA 0m45s"
+
+
+def test_hellaswag_queries_are_built_and_cleaned_as_lm_eval_builds_them():
+    from model.evaluate import hellaswag_query
+
+    record = {"activity_label": "Making a sandwich", "ctx_a": "[header] How to make a sandwich [title] Get bread.",
+              "ctx_b": "then you", "endings": ["[step] Spread butter  on it.", "eat it", "", "fly [title] away"]}
+    query, endings = hellaswag_query(record)
+    # By hand: "activity_label: ctx_a Ctx_b", " [title]" -> ". ", brackets removed, double spaces halved.
+    assert query == "Making a sandwich: How to make a sandwich. Get bread. Then you"
+    assert endings == [" Spread butter on it.", "eat it", "", "fly. away"]
+
+
+def test_lm_eval_endings_are_the_tail_of_the_whole_text_and_normalised_by_characters(corpus):
+    from model.evaluate import load_hellaswag
+    from pipeline.tokenizer import load_tokenizer
+
+    encoding = load_tokenizer("gpt2")
+    path = corpus / "eval" / "hellaswag-val-1000.jsonl"
+    (item,) = load_hellaswag(path, encoding, limit=1)
+    record = json.loads(path.read_text().splitlines()[0])
+    assert encoding.decode(item.context) == f"{record['activity_label']}: {record['ctx_a']} {record['ctx_b'].capitalize()}"
+    for ending, tokens, length in zip(record["endings"], item.endings, item.lengths):
+        assert encoding.decode(item.context + tokens).endswith(" " + ending.strip())
+        assert length == len(ending.strip())
+    (nanogpt,) = load_hellaswag(path, encoding, limit=1, style="build-nanogpt")
+    assert encoding.decode(nanogpt.context) == record["ctx"] and nanogpt.lengths is None
+
+
+def test_acc_norm_divides_by_characters_when_the_item_gives_them():
+    # Log-probabilities under FixedPredictions, by hand: token 7 gets logit 5, token 5 logit 4, the
+    # other 14 tokens 0.
+    log_z = math.log(math.exp(5) + math.exp(4) + 14)
+    ll7, ll5 = 5 - log_z, 4 - log_z
+    # Ending 0: [7], 1 character; ending 1: [5, 5], 30 characters. In total ending 0 is likelier; per
+    # character ending 1 is (per token, ending 0 would win again: ll7 > ll5).
+    item = HellaSwagItem(context=[1, 2], endings=[[7], [5, 5], [9], [9]], label=1, lengths=(1.0, 30.0, 1.0, 1.0))
+    assert ll7 > 2 * ll5 and ll7 / 1 < 2 * ll5 / 30 and -log_z < 2 * ll5 / 30
+    counts = score_hellaswag(FixedPredictions(), [(item, True)], torch.device("cpu"))
+    assert counts.metrics() == {"hellaswag_acc": 0.0, "hellaswag_acc_norm": 1.0}

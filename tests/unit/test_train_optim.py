@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -102,3 +103,39 @@ def test_frozen_parameters_are_left_out():
     for name in ("adamw", "muon"):
         optimizers = build_optimizers(model, OptimConfig(name=name))
         assert not grouped(optimizers).keys() & {id(p) for p in model.blocks[0].parameters()}
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_the_optimizers_resume_exactly_from_the_checkpointed_state(name):
+    """Through the checkpoint path's own state dicts (full, keyed by parameter name): a run stopped
+    after two steps and resumed takes the same third and fourth steps as one never stopped."""
+    from model.parallel import full_state_dicts, load_full_state_dicts
+
+    config = OptimConfig(name=name, warmup_steps=0, schedule="wsd")
+    batches = [torch.randint(0, 512, (4, 33), generator=torch.Generator().manual_seed(step)) for step in range(4)]
+
+    def train(model, optimizers, steps):
+        schedule = learning_rate_schedule(config, total_steps=4)
+        for step in steps:
+            _, loss = model(batches[step][:, :-1], batches[step][:, 1:])
+            loss.backward()
+            set_learning_rate(optimizers, schedule(step))
+            for optimizer in optimizers:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+    torch.manual_seed(0)
+    uninterrupted = GPT(preset("tiny"))
+    optimizers = build_optimizers(uninterrupted, config)
+    train(uninterrupted, optimizers, range(2))
+    # Copied, as writing the checkpoint copies them: on the CPU the state dicts share the tensors.
+    model_state, optimizer_state = copy.deepcopy(full_state_dicts(uninterrupted, optimizers))
+    train(uninterrupted, optimizers, range(2, 4))
+
+    torch.manual_seed(1)  # other initial weights: everything must come from the checkpoint
+    resumed = GPT(preset("tiny"))
+    resumed_optimizers = build_optimizers(resumed, config)
+    load_full_state_dicts(resumed, resumed_optimizers, model_state, optimizer_state)
+    train(resumed, resumed_optimizers, range(2, 4))
+    for (name_, a), b in zip(uninterrupted.named_parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name_)
