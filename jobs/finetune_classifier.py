@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{key} {metrics[key]:.4f}" for key in
                         ("train_accuracy", "val_accuracy", "test_accuracy", "test_f1", "val_loss") if key in metrics)
     print(f"\nfinished {config.run.name}: {summary}")
-    print(f"classifier checkpoint: {outcome.checkpoint_dir}/model")
+    print(f"classifier checkpoint: {outcome.checkpoint.path}/model")
     if outcome.run_id:
         print(f"MLflow run: {outcome.run_id} (experiment {config.tracking.experiment!r}) at {tracking_uri()}")
     return 0

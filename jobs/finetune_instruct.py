@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     for entry in task.responses[:3]:
         print(f"\n### {entry['instruction']} {entry.get('input', '')}\n  reference: {entry['output']}\n"
               f"  model:     {entry['model_response']}")
-    print(f"\nmodel: {outcome.checkpoint_dir}/model")
+    print(f"\nmodel: {outcome.checkpoint.path}/model")
     if outcome.run_id:
         print(f"MLflow run: {outcome.run_id} (experiment {config.tracking.experiment!r}) at {tracking_uri()}")
     return 0

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     final = outcome.result.metrics or {}
     summary = ", ".join(f"{key} {final[key]:.4f}" for key in ("loss", "val_loss", "hellaswag_acc_norm") if key in final)
     print(f"\nfinished {config.run.name}: {summary}")
-    print(f"model (our checkpoint format): {outcome.checkpoint_dir}/model")
-    print(f"  generate: python jobs/generate.py --checkpoint {outcome.checkpoint_dir}/model --prompt 'Once upon a time'")
+    print(f"model (our checkpoint format): {outcome.checkpoint.path}/model")
+    print(f"  generate: python jobs/generate.py --checkpoint {outcome.checkpoint.path}/model --prompt 'Once upon a time'")
     if outcome.run_id:
         print(f"MLflow run: {outcome.run_id} (experiment {config.tracking.experiment!r}) at {tracking_uri()}")
     if outcome.registered_version:

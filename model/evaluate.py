@@ -1,6 +1,8 @@
 """What a language model is measured by while it trains, and afterwards (``jobs/evaluate.py``).
 
-- Validation loss: mean next-token cross-entropy over a fixed stream of held-out sequences.
+- Validation loss: mean next-token cross-entropy over a fixed stream of held-out sequences, and the
+  same in bits per byte (``val_bpb``): the summed nats over ln 2 times the UTF-8 bytes the scored
+  target tokens decode to, a figure that does not depend on the tokenizer (nanochat, modded-nanogpt).
 - HellaSwag (Zellers et al. 2019): pick which of four endings continues a context. Each ending is
   scored by the model's log-likelihood of its tokens given the context: ``acc`` picks the likeliest,
   ``acc_norm`` the likeliest per unit of length, so long endings are not penalised for being long.
@@ -19,6 +21,7 @@ FSDP needs: its forward passes are collective).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -156,6 +159,27 @@ def pad_with_repeats(items: Sequence[T], length: int) -> list[tuple[T, bool]]:
     return [(item, True) for item in items] + [(items[-1], False)] * (length - len(items))
 
 
+class TokenBytes:
+    """How many UTF-8 bytes each token id decodes to: 0 for special tokens such as <|endoftext|>,
+    which mark document boundaries and are no text. The sum over a sequence's tokens is exactly the
+    length of its text, for byte-level BPE."""
+
+    def __init__(self, encoding, ignore_index: int = -100):
+        lengths = [0 if token in encoding._special_tokens.values() else len(encoding.decode_single_token_bytes(token))
+                   for token in range(encoding.n_vocab)]
+        self.lengths = torch.tensor(lengths, dtype=torch.int64)
+        self.ignore_index = ignore_index
+
+    def __call__(self, targets: torch.Tensor) -> float:
+        """The bytes of the scored targets (those not ``ignore_index``)."""
+        scored = targets[targets != self.ignore_index].cpu()
+        return float(self.lengths[scored].sum())
+
+
+def bits_per_byte(nats: float, text_bytes: float) -> float:
+    return nats / (math.log(2) * text_bytes)
+
+
 @torch.no_grad()
 def validation_loss_sums(
     model: nn.Module,
@@ -164,9 +188,11 @@ def validation_loss_sums(
     prediction_count: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     device: torch.device,
     autocast: AbstractContextManager | None = None,
-) -> tuple[float, float]:
-    """(summed loss, number of predictions) over the counted ``batches``, by the task's loss."""
-    total, count = 0.0, 0.0
+    token_bytes: TokenBytes | None = None,
+) -> tuple[float, float, float]:
+    """(summed loss, number of predictions, bytes of the predicted targets) over the counted
+    ``batches``, by the task's loss; bytes are 0 without ``token_bytes``."""
+    total, count, text_bytes = 0.0, 0.0, 0.0
     for batch, counted in batches:
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         with autocast or nullcontext():
@@ -174,7 +200,17 @@ def validation_loss_sums(
         if counted:
             total += float(batch_sum)
             count += float(prediction_count(batch))
-    return total, count
+            if token_bytes is not None:
+                text_bytes += token_bytes(batch["targets"])
+    return total, count, text_bytes
+
+
+def loss_metrics(total: float, count: float, text_bytes: float) -> dict[str, float]:
+    """``val_loss`` (nats per token) and ``val_bpb`` from summed figures."""
+    metrics = {"val_loss": total / count} if count else {}
+    if text_bytes:
+        metrics["val_bpb"] = bits_per_byte(total, text_bytes)
+    return metrics
 
 
 def sample_text(

@@ -41,7 +41,7 @@ class DatasetInput:
 @dataclass
 class Outcome:
     result: ray.train.Result
-    checkpoint_dir: str  # the final training checkpoint; its model/ folder is our checkpoint format
+    checkpoint: ray.train.Checkpoint  # the run's model: the last checkpoint, or the best with keep_best
     run_id: str | None = None
     registered_version: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -80,7 +80,10 @@ def evaluate(config: TrainConfig, task: TrainingTask) -> dict[str, Any]:
 def _fit(config: TrainConfig, task: TrainingTask, job: Job) -> Outcome:
     result = _trainer(config, task, train_worker, job, name=config.run.name).fit()
     returned = result.return_value or {}
-    return Outcome(result=result, checkpoint_dir=result.checkpoint.path, history=returned.get("history", []))
+    final = result.checkpoint
+    if config.checkpoint.keep_best:  # the model to keep is the best one, not the last
+        final = result.get_best_checkpoint(config.checkpoint.keep_best, config.checkpoint.best_mode()) or final
+    return Outcome(result=result, checkpoint=final, history=returned.get("history", []))
 
 
 def _trainer(config: TrainConfig, task: TrainingTask, worker_function, job: Job, name: str) -> TorchTrainer:
@@ -100,7 +103,10 @@ def _trainer(config: TrainConfig, task: TrainingTask, worker_function, job: Job,
             name=name,
             storage_path=absolute(config.run.output),
             failure_config=ray.train.FailureConfig(max_failures=config.scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep_last),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=config.checkpoint.keep_last,
+                checkpoint_score_attribute=config.checkpoint.keep_best,
+                checkpoint_score_order=config.checkpoint.best_mode()),
             # Ray Train's own INFO lines repeat every report's metrics; the loop logs its progress.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
@@ -111,7 +117,7 @@ def _trainer(config: TrainConfig, task: TrainingTask, worker_function, job: Job,
 
 def _keep_final_model(outcome: Outcome, task: TrainingTask, config: TrainConfig) -> None:
     """Log the final model (see the module doc) and the task's exports, the loss curve; register the model."""
-    checkpoint = outcome.result.checkpoint
+    checkpoint = outcome.checkpoint
     registered_name = config.tracking.registered_model
     with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory(prefix="webllm-export-") as scratch:
         model_dir = Path(folder) / train_state.MODEL_DIR

@@ -22,7 +22,9 @@ from model.checkpoint import export_hf_gpt2, load_checkpoint, load_pretrained, s
 from model.config import GPTConfig, preset
 from model.evaluate import (
     HellaSwagStyle,
+    TokenBytes,
     load_hellaswag,
+    loss_metrics,
     pad_with_repeats,
     sample_text,
     score_hellaswag,
@@ -114,6 +116,7 @@ class PretrainTask:
         self.model_config = self._model_config()
         self.sequence_length = self.model_config.context_length
         self._hellaswag = None
+        self._bytes_of_tokens = None
 
     def _model_config(self) -> GPTConfig:
         overrides = dict(self.config.model.overrides)
@@ -205,9 +208,9 @@ class PretrainTask:
         batches = list(data.validation_batches(self.config.data, self.config.batch.micro_batch_size,
                                                self.config.eval.val_batches))
         batches = pad_with_repeats(batches, worker.all_reduce_max(len(batches)))
-        sums = validation_loss_sums(model, batches, self.loss_sum, self.prediction_count, worker.device, worker.autocast())
-        total, count = worker.all_reduce_sum(list(sums))
-        return {"val_loss": total / count} if count else {}
+        sums = validation_loss_sums(model, batches, self.loss_sum, self.prediction_count, worker.device,
+                                    worker.autocast(), self._token_bytes())
+        return loss_metrics(*worker.all_reduce_sum(list(sums)))
 
     def _hellaswag_accuracy(self, model: nn.Module, worker: Worker) -> dict[str, float]:
         items = shard_evenly(self._hellaswag_items(), worker.rank, worker.world_size)
@@ -224,6 +227,11 @@ class PretrainTask:
 
     def _encoding(self):
         return load_tokenizer(self.tokenizer["spec"])
+
+    def _token_bytes(self) -> TokenBytes:
+        if self._bytes_of_tokens is None:  # built once per worker
+            self._bytes_of_tokens = TokenBytes(self._encoding(), data.IGNORE_INDEX)
+        return self._bytes_of_tokens
 
     def _hellaswag_items(self):
         if self._hellaswag is None:  # tokenized once per worker

@@ -162,6 +162,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                            "accumulation_steps": accumulation, "mfu.assumed_peak_flops_per_worker": peak_flops})
     history: list[dict[str, float]] = []
     nonfinite = NonFiniteSteps(config.optim.max_nonfinite_steps)
+    watch = EarlyStopping(config)
     log.info(f"training steps {step}..{config.run.max_steps} on {world_size} worker(s), {accumulation} "
              f"micro-batch(es) of {config.batch.micro_batch_size} per worker per step"
              + (f", resumed from step {step}" if step else ""))
@@ -208,6 +209,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             evaluation = task.evaluate(model, worker, step, final)
             model.train()
             metrics.update(evaluation.metrics)
+            if watch.evaluated(step, evaluation.metrics):  # every worker sees the same, all-reduced figures
+                final = True
             if logger:
                 for artifact_file, text in evaluation.texts.items():
                     logger.log_text(text, artifact_file)
@@ -219,7 +222,36 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             _save_checkpoint(model, optimizers, task, batches, worker, step, tokens_seen, metrics)
         elif metrics:
             ray.train.report({**metrics, "step": step})
+        if watch.stopped:
+            break
     return {"start_step": start_step, "history": history}
+
+
+class EarlyStopping:
+    """Watches ``checkpoint.keep_best``'s metric at each evaluation; with ``run.early_stopping_evals``
+    set, stops the run when it has not improved for that many evaluations in a row. (A worker group
+    restarted after a failure starts counting afresh from its checkpoint.)"""
+
+    def __init__(self, config: TrainConfig):
+        self.checkpoint, self.patience = config.checkpoint, config.run.early_stopping_evals
+        self.best: float | None = None
+        self.stale = 0
+        self.stopped = False
+
+    def evaluated(self, step: int, metrics: dict[str, float]) -> bool:
+        """Record an evaluation; True when the run should stop after this step."""
+        value = metrics.get(self.checkpoint.keep_best) if self.checkpoint.keep_best else None
+        if value is None or self.patience is None:
+            return False
+        if self.checkpoint.improves(value, self.best):
+            self.best, self.stale = value, 0
+        else:
+            self.stale += 1
+        if self.stale >= self.patience:
+            self.stopped = True
+            log.info(f"step {step}: {self.checkpoint.keep_best} has not improved on {self.best:.4f} for "
+                     f"{self.stale} evaluations: stopping early")
+        return self.stopped
 
 
 class NonFiniteSteps:

@@ -14,7 +14,7 @@ A job's YAML holds these sections beside its own (which model, which data, which
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -34,6 +34,9 @@ class RunConfig:
     max_steps: Positive = 1000
     log_every_steps: Positive = 10
     eval_every_steps: Positive = 100  # and at the last step
+    # Stop early when checkpoint.keep_best's metric has not improved for this many evaluations in a
+    # row (None: run all max_steps). The best checkpoint is still the one exported.
+    early_stopping_evals: Positive | None = None
 
 
 @config_dataclass
@@ -52,10 +55,24 @@ class BatchConfig:
 @config_dataclass
 class CheckpointConfig:
     every_steps: Positive = 100  # and at the last step
-    keep_last: Positive = 3
+    keep_last: Positive = 3  # checkpoints kept: the latest ones, or with keep_best the best ones
+    # Keep the best checkpoints by this evaluation metric (Ray Train's checkpoint_score_attribute),
+    # e.g. val_loss or val_accuracy, and export the best as the run's model, not the last. Ray Train
+    # also keeps the latest, to resume from. None: the latest ones.
+    keep_best: str | None = None
+    # Whether lower or higher is better; None: lower for losses and bits per byte, else higher.
+    keep_best_mode: Literal["min", "max"] | None = None
     # A checkpoint folder to start from when Ray Train has none of its own (a restarted run always
     # resumes from its latest checkpoint, whatever this says).
     resume_from: str | None = None
+
+    def best_mode(self) -> Literal["min", "max"]:
+        if self.keep_best_mode is not None:
+            return self.keep_best_mode
+        return "min" if self.keep_best and ("loss" in self.keep_best or "bpb" in self.keep_best) else "max"
+
+    def improves(self, value: float, best: float | None) -> bool:
+        return best is None or (value < best if self.best_mode() == "min" else value > best)
 
 
 @config_dataclass
@@ -87,6 +104,14 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint.keep_best and self.checkpoint.every_steps % self.run.eval_every_steps:
+            # Every checkpoint must carry the metric it is ranked by: a fresh evaluation.
+            raise ValueError(f"checkpoint.every_steps: with keep_best it must be a multiple of run.eval_every_steps "
+                             f"({self.run.eval_every_steps}), got {self.checkpoint.every_steps}")
+        if self.run.early_stopping_evals and not self.checkpoint.keep_best:
+            raise ValueError("run.early_stopping_evals: needs checkpoint.keep_best, the metric to watch")
 
 
 def accumulation_steps(batch: BatchConfig, sequence_length: int, world_size: int) -> int:

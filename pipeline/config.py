@@ -89,6 +89,9 @@ def validate(cls: type[T], data: Any, prefix: str = "") -> T:
         key = ".".join(str(part) for part in first["loc"])
         key = f"{prefix}.{key}" if prefix and key else (prefix or key)
         message = "unknown key" if first["type"] == "unexpected_keyword_argument" else first["msg"]
+        message = message.removeprefix("Value error, ")  # a check of our own: its text says it all
+        if not key and ": " in message:  # a check across sections names its own key
+            raise ConfigError(message) from None
         raise ConfigError(f"{key or '<config>'}: {message}") from None
 
 

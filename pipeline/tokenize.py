@@ -108,10 +108,11 @@ class DocumentEncoder:
     def encode(self, documents: pa.Table) -> pa.Table:
         documents = documents.filter(pc.greater(pc.utf8_length(pc.fill_null(documents["text"], "")), 0))
         ids = documents["id"].to_pylist()
+        texts = documents["text"].to_pylist()
         # A plain loop: Ray runs an actor per CPU, and encode_ordinary_batch's thread pool would only
         # add a hand-off per document.
         encode, eot = self.encoding.encode_ordinary, self.encoding.eot_token
-        token_lists = [encode(text) for text in documents["text"].to_pylist()]
+        token_lists = [encode(text) for text in texts]
         for tokens in token_lists:
             tokens.append(eot)
         lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
@@ -123,6 +124,8 @@ class DocumentEncoder:
                 "id": pa.array(ids, pa.string()),
                 "split": pa.array([split_of(doc_id, self.val_fraction) for doc_id in ids], pa.string()),
                 "n_tokens": pa.array(lengths, pa.int64()),
+                # The text's UTF-8 bytes: exactly what its tokens (all but <|endoftext|>) decode to.
+                "n_bytes": pa.array([len(text.encode("utf-8")) for text in texts], pa.int64()),
                 "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, self.dtype)),
             }
         )
@@ -176,6 +179,7 @@ def write_token_shard(
                 "path": path,
                 "sequences": len(table),
                 "tokens": int(lengths.sum()),
+                "bytes": int(pc.sum(group["n_bytes"]).as_py() or 0),
                 "documents": len(group),
                 "sha256": _write_parquet(f"{staging_dir}/{path}", table, config.compression),
                 "histogram": histogram.tolist(),
@@ -280,9 +284,10 @@ def assemble_manifest(
         splits[split] = {
             "documents": sum(s["documents"] for s in mine),
             "tokens": sum(s["tokens"] for s in mine),
+            "bytes": sum(s["bytes"] for s in mine),
             "sequences": sum(s["sequences"] for s in mine),
             "shards": [
-                {key: s[key] for key in ("path", "sequences", "tokens", "documents", "sha256")} for s in mine
+                {key: s[key] for key in ("path", "sequences", "tokens", "bytes", "documents", "sha256")} for s in mine
             ],
         }
     histogram = np.sum([s["histogram"] for s in summaries], axis=0) if summaries else np.zeros(HISTOGRAM_BINS, np.int64)
@@ -297,6 +302,8 @@ def assemble_manifest(
         "eot_token": load_tokenizer(config.tokenizer).eot_token,
         "row_group_rows": ROW_GROUP_ROWS,
         "total_tokens": sum(s["tokens"] for s in splits.values()),
+        # UTF-8 bytes of the text the tokens encode, for bits per byte: nats / (ln 2 * bytes).
+        "total_bytes": sum(s["bytes"] for s in splits.values()),
         "splits": splits,
         # [lowest length of the bin, documents]: bin k holds lengths in [2**k, 2**(k+1)).
         "doc_tokens_histogram": [[2**k, int(count)] for k, count in enumerate(histogram) if count],

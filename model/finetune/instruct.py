@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from model import parallel, tracking
-from model.evaluate import pad_with_repeats, shard_evenly, validation_loss_sums
+from model.evaluate import TokenBytes, loss_metrics, pad_with_repeats, shard_evenly, validation_loss_sums
 from model.finetune import judge
 from model.finetune.batches import Collate
 from model.finetune.checkpoint import save_finetuned
@@ -107,7 +107,7 @@ class InstructTask(FinetuneTask):
                                reduction="sum")
 
     def evaluate(self, model: nn.Module, worker: Worker, step: int, final: bool) -> Evaluation:
-        """Validation loss on response tokens, each worker on its share of the val split."""
+        """Validation loss (and bits per byte) on response tokens, each worker on its share of the val split."""
         inner = parallel.inner_module(model)
         inner.eval()
         val = self.splits().val[: self.config.eval.val_examples]
@@ -119,9 +119,8 @@ class InstructTask(FinetuneTask):
         batches = [collate(mine[start : start + size]) for start in range(0, len(mine), size)]
         batches = pad_with_repeats(batches, worker.all_reduce_max(len(batches)))
         sums = validation_loss_sums(inner, batches, self.loss_sum, self.prediction_count, worker.device,
-                                    worker.autocast())
-        total, count = worker.all_reduce_sum(list(sums))
-        return Evaluation(metrics={"val_loss": total / count} if count else {})
+                                    worker.autocast(), TokenBytes(self.encoding(), IGNORE_INDEX))
+        return Evaluation(metrics=loss_metrics(*worker.all_reduce_sum(list(sums))))
 
     def respond(self, model: nn.Module, entries: list[dict[str, Any]]) -> list[str]:
         """Greedy responses of ``model`` (a plain GPT) to the entries' prompts, up to end-of-text."""

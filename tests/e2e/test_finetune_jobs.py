@@ -9,6 +9,7 @@ hold its metrics and artifacts.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -68,6 +69,12 @@ def test_both_finetune_jobs_run_under_ray_job_submit_and_are_tracked(ray_head_wi
         for metric in ("accuracy", "precision", "recall", "f1"):
             assert 0 <= classifier.data.metrics[f"{split}_{metric}"] <= 1
     assert int(classifier.data.params["model.trainable_parameters"]) == int(classifier.data.params["model.parameters"])
+    # checkpoint.keep_best: val_accuracy: the model kept is the best evaluation's, not the last one's.
+    exported = int(re.search(r"classifier checkpoint: .*/checkpoint-(\d+)/model", classified).group(1))
+    accuracy = {}  # each evaluation's; the final report logs its own figures at the last step afterwards
+    for m in sorted(client.get_metric_history(classifier.info.run_id, "val_accuracy"), key=lambda m: m.timestamp):
+        accuracy.setdefault(m.step, m.value)
+    assert set(accuracy) == {2, 4} and accuracy[exported] == max(accuracy.values()), (exported, accuracy)
     artifacts = {a.path for folder in ("", "checkpoint", "evaluation")
                  for a in client.list_artifacts(classifier.info.run_id, folder)}
     for path in ("checkpoint/model.json", "checkpoint/finetune.json", "evaluation/confusion_train.png",

@@ -65,7 +65,7 @@ def land_crawl(name: str) -> Callable[[Path, Path], None]:
     return prepare
 
 
-ON_CPU = ("scaling.use_gpu=false", "scaling.num_workers=1", "scaling.cpus_per_worker=1", "run.max_steps=2",
+ON_CPU = ("scaling.use_gpu=false", "scaling.num_workers=1", "scaling.cpus_per_worker=1", "run.max_steps=2", "run.eval_every_steps=2",
           "checkpoint.every_steps=2")
 # A fifth of the few documents to validation, so the pretraining that reads them has some.
 SMALL_BUILD = ("compute.stage_workers=2", "compute.batch_size=64", "tokenize.encode_workers=1",

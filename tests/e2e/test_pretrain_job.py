@@ -51,7 +51,8 @@ def test_submitted_job_is_tracked_registered_and_generates(ray_head_with_token, 
     [run] = client.search_runs([client.get_experiment_by_name("pretraining").experiment_id])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "data_wait_fraction", "val_loss",
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "data_wait_fraction", "val_loss", "val_bpb",
+                "skipped_steps",
                 "hellaswag_acc", "hellaswag_acc_norm"):
         assert key in metrics, key
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4]

@@ -59,7 +59,7 @@ def classifier_config(base: Path, output: Path, **sections: dict[str, Any]) -> C
 def test_a_lora_classifier_on_two_workers_resumes_exactly(ray_local, corpus, base, tmp_path):
     config = classifier_config(base, tmp_path / "a")
     learned = launch(config, ClassifierTask(config), to_dict(config), {}, [])
-    checkpoint = Path(learned.checkpoint_dir).parent / f"checkpoint-{RESUME_FROM:08d}"
+    checkpoint = Path(learned.checkpoint.path).parent / f"checkpoint-{RESUME_FROM:08d}"
     config = classifier_config(base, tmp_path / "b", run={"name": "resumed"},
                                checkpoint={"resume_from": str(checkpoint)})
     resumed = launch(config, ClassifierTask(config), to_dict(config), {}, [])
@@ -69,7 +69,7 @@ def test_a_lora_classifier_on_two_workers_resumes_exactly(ray_local, corpus, bas
     assert resumed.result.metrics["val_accuracy"] == learned.result.metrics["val_accuracy"]
 
     # The checkpoint: the base weights untouched, the adapters and the head beside them.
-    state, metadata = load_finetuned_state(Path(learned.checkpoint_dir) / "model", "gpt.")
+    state, metadata = load_finetuned_state(Path(learned.checkpoint.path) / "model", "gpt.")
     assert metadata["kind"] == "classifier" and metadata["labels"] == ["ham", "spam"]
     assert metadata["lora"] == {"rank": 4, "alpha": 8.0, "targets": config.trainable.lora.targets}
     original, _ = load_checkpoint(base)

@@ -59,6 +59,10 @@ def test_shards_decode_back_to_the_source_text_split_by_id(built, source_documen
     for split in ("train", "val"):
         expected = Counter(text for text, doc_id in zip(texts, ids) if split_of(doc_id, CONFIG.val_fraction) == split)
         assert decoded_documents(out, manifest, split) == expected
+        # The exact UTF-8 bytes of each split's text, for bits per byte; per shard they add up.
+        assert manifest["splits"][split]["bytes"] == sum(len(text.encode()) for text in expected.elements())
+        assert sum(shard["bytes"] for shard in manifest["splits"][split]["shards"]) == manifest["splits"][split]["bytes"]
+    assert manifest["total_bytes"] == sum(len(text.encode()) for text in texts if text)
     assert manifest["splits"]["val"]["documents"] > 0
     assert sorted(p.name for p in (root / "tokens").iterdir()) == ["v1"]  # staging renamed away, junk gone
     assert not (out / "junk.parquet").exists()

@@ -108,6 +108,9 @@ def learned(shakespeare, tmp_path_factory):
 
 def test_validation_loss_falls_clearly_below_the_unigram_entropy(learned, shakespeare):
     val_loss = learned.result.metrics["val_loss"]
+    # Bits per byte: the same loss per byte of text instead of per token, in bits (the 512-token BPE
+    # packs 2 to 3 bytes of Shakespeare into a token).
+    assert 0.25 * val_loss < learned.result.metrics["val_bpb"] < 0.75 * val_loss
     # The unigram entropy is what the best model blind to context can reach: 5.2 nats here.
     assert 5.0 < shakespeare.unigram_entropy < 5.5
     assert val_loss < shakespeare.unigram_entropy - 0.5, (val_loss, shakespeare.unigram_entropy)
@@ -116,7 +119,7 @@ def test_validation_loss_falls_clearly_below_the_unigram_entropy(learned, shakes
 
 
 def test_resumed_run_repeats_the_uninterrupted_one_exactly(learned, shakespeare, tmp_path):
-    checkpoint = Path(learned.checkpoint_dir).parent / f"checkpoint-{RESUME_FROM:08d}"
+    checkpoint = Path(learned.checkpoint.path).parent / f"checkpoint-{RESUME_FROM:08d}"
     config = pretrain_config(shakespeare, tmp_path, run={"name": "resumed"}, checkpoint={"resume_from": str(checkpoint)})
     resumed = launch(config, PretrainTask(config), to_dict(config), {}, [])
 

@@ -105,3 +105,19 @@ def test_acc_norm_divides_by_characters_when_the_item_gives_them():
     assert ll7 > 2 * ll5 and ll7 / 1 < 2 * ll5 / 30 and -log_z < 2 * ll5 / 30
     counts = score_hellaswag(FixedPredictions(), [(item, True)], torch.device("cpu"))
     assert counts.metrics() == {"hellaswag_acc": 0.0, "hellaswag_acc_norm": 1.0}
+
+
+def test_token_bytes_add_up_to_the_texts_utf8_length_without_special_tokens(corpus):
+    from model.evaluate import TokenBytes, bits_per_byte, loss_metrics
+    from pipeline.tokenizer import load_tokenizer
+
+    encoding = load_tokenizer("gpt2")
+    text = "Naïve café — 日本語 text,\n\twith  spaces.🙂"
+    tokens = encoding.encode_ordinary(text) + [encoding.eot_token]
+    token_bytes = TokenBytes(encoding)
+    assert token_bytes(torch.tensor(tokens)) == len(text.encode("utf-8"))  # <|endoftext|> is no text
+    masked = torch.tensor(tokens[:3] + [-100] * (len(tokens) - 3))
+    assert token_bytes(masked) == len(encoding.decode_bytes(tokens[:3]))
+    assert bits_per_byte(math.log(2) * 10, 10) == pytest.approx(1.0)
+    assert loss_metrics(30.0, 10.0, 20.0) == {"val_loss": 3.0, "val_bpb": pytest.approx(30.0 / (math.log(2) * 20))}
+    assert loss_metrics(30.0, 10.0, 0.0) == {"val_loss": 3.0}

@@ -56,3 +56,36 @@ def test_a_pickled_object_is_refused(tmp_path):
 def test_checkpoint_names_sort_by_step():
     names = [train_state.checkpoint_name(step) for step in (5, 40, 100, 1000)]
     assert names == sorted(names) and names[0] == "checkpoint-00000005"
+
+
+def test_early_stopping_watches_the_kept_metric_in_its_direction():
+    from model.train import EarlyStopping
+    from model.train_config import TrainConfig
+    from pipeline.config import validate
+
+    config = validate(TrainConfig, {"run": {"eval_every_steps": 10, "early_stopping_evals": 2},
+                                    "checkpoint": {"every_steps": 20, "keep_best": "val_accuracy"}})
+    assert config.checkpoint.best_mode() == "max"
+    watch = EarlyStopping(config)
+    # Best 0.7 at step 20; 0.6, then 0.7 again (a tie is no improvement): two stale evaluations.
+    decisions = [watch.evaluated(step, {"val_accuracy": value}) for step, value in
+                 [(10, 0.5), (20, 0.7), (30, 0.6), (40, 0.7)]]
+    assert decisions == [False, False, False, True] and watch.stopped and watch.best == 0.7
+
+    by_loss = validate(TrainConfig, {"run": {"eval_every_steps": 10, "early_stopping_evals": 1},
+                                     "checkpoint": {"every_steps": 10, "keep_best": "val_loss"}})
+    assert by_loss.checkpoint.best_mode() == "min"
+    watch = EarlyStopping(by_loss)
+    assert [watch.evaluated(step, {"val_loss": value}) for step, value in [(10, 3.0), (20, 2.5), (30, 2.6)]] == \
+        [False, False, True]
+    assert not EarlyStopping(validate(TrainConfig, {})).evaluated(10, {"val_loss": 9.0})  # off by default
+
+
+def test_keep_best_needs_a_fresh_evaluation_at_every_checkpoint_and_early_stopping_needs_keep_best():
+    from model.train_config import TrainConfig
+    from pipeline.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="every_steps: with keep_best it must be a multiple"):
+        validate(TrainConfig, {"run": {"eval_every_steps": 10}, "checkpoint": {"every_steps": 15, "keep_best": "val_loss"}})
+    with pytest.raises(ConfigError, match="early_stopping_evals: needs checkpoint.keep_best"):
+        validate(TrainConfig, {"run": {"early_stopping_evals": 3}})
