@@ -2,6 +2,8 @@
 
 ``load_tokenizer(spec)`` accepts:
 
+- ``"bytes"``: the 256 bytes and ``<|endoftext|>``, no merges: a character-level model for ASCII
+  text (nanoGPT's shakespeare_char), where loss per token is loss per byte;
 - ``"gpt2"``: GPT-2's BPE from ``vocab.bpe`` + ``encoder.json``, looked up in ``$TOKENIZERS_DIR/gpt2/``,
   then in the shared corpus (``tokenizers/gpt2/``), then in tiktoken's own cache;
 - ``"cl100k_base"``, ``"o200k_base"``, ``"r50k_base"``, ``"p50k_base"``: from tiktoken's cache
@@ -35,6 +37,7 @@ from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 from pipeline.corpus import corpus_dir
 
 GPT2_PATTERN = r50k_pat_str
+BYTES = "bytes"
 ENCODING_FILE = "encoding.json"
 RANKS_FILE = "ranks.tiktoken"
 
@@ -65,6 +68,8 @@ class TokenizerFilesMissing(FileNotFoundError):
 
 def load_tokenizer(spec: str) -> tiktoken.Encoding:
     """An encoding by name (``"gpt2"``, ``"cl100k_base"``, ...) or by directory; see the module doc."""
+    if spec == BYTES:
+        return _bytes_encoding()
     path = Path(spec)
     if spec not in _NAMED_FILES and path.is_dir():
         if (path / ENCODING_FILE).is_file():
@@ -76,7 +81,7 @@ def load_tokenizer(spec: str) -> tiktoken.Encoding:
         )
     if spec not in _NAMED_FILES:
         raise ValueError(
-            f"unknown tokenizer {spec!r}: use one of {sorted(_NAMED_FILES)} or a directory "
+            f"unknown tokenizer {spec!r}: use one of {sorted([BYTES, *_NAMED_FILES])} or a directory "
             f"holding {ENCODING_FILE} (from train_bpe) or vocab.bpe + encoder.json"
         )
     if spec == "gpt2":
@@ -162,6 +167,13 @@ def save_tokenizer(encoding: tiktoken.Encoding, out_dir: str | Path) -> Path:
     }
     _write_atomic(out / ENCODING_FILE, (json.dumps(definition, indent=2) + "\n").encode())
     return out
+
+
+@functools.cache
+def _bytes_encoding() -> tiktoken.Encoding:
+    ranks = {bytes([byte]): byte for byte in range(256)}
+    return tiktoken.Encoding(name=BYTES, pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={ENDOFTEXT: len(ranks)})
 
 
 def _load_trained(folder: Path) -> tiktoken.Encoding:

@@ -13,6 +13,7 @@ from pipeline.tokenizer import (
     ENCODING_FILE,
     TokenizerFilesMissing,
     load_tokenizer,
+    save_tokenizer,
     tokenizer_identity,
     train_bpe,
 )
@@ -177,3 +178,14 @@ def test_retraining_into_the_same_folder_is_seen(tmp_path, corpus):
 def test_train_bpe_rejects_a_vocab_smaller_than_the_bytes(tmp_path):
     with pytest.raises(ValueError, match="at least 257"):
         train_bpe(["abc"], vocab_size=256, out_dir=tmp_path)
+
+
+def test_bytes_tokenizer_gives_one_token_per_byte(corpus, tmp_path):
+    encoding = load_tokenizer("bytes")
+    text = (corpus / "text" / "tinyshakespeare.txt").read_text()[:5000] + " naïve café 日本"
+    tokens = encoding.encode_ordinary(text)
+    assert tokens == list(text.encode("utf-8"))  # id = byte value: a character-level model for ASCII
+    assert encoding.decode(tokens) == text
+    assert encoding.eot_token == 256 and encoding.n_vocab == 257
+    reloaded = load_tokenizer(str(save_tokenizer(encoding, tmp_path / "bytes")))  # a model folder carries it
+    assert tokenizer_identity(reloaded) == tokenizer_identity("bytes")
