@@ -55,3 +55,31 @@ def test_every_pod_of_the_jobs_cluster_names_the_shared_storage():
     for container in containers(cluster):
         env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
         assert env.get("WEBLLM_STORAGE", "").startswith(("s3://", "gs://")), container["name"]
+
+
+def job_config(path: Path):
+    """A config under jobs/configs, loaded and validated by its job's own loader, as that job would."""
+    if path.name.startswith("pretrain-"):
+        config = with_absolute_paths(load_config(PretrainConfig, path))
+        preset(config.model.preset, **config.model.overrides)
+        return config
+    if path.name.startswith("finetune-"):
+        return load_config(ClassifierConfig if "classifier" in path.name else InstructConfig, path)
+    config = load_build_config(build_parser("", "").parse_args(["--config", str(path)]))
+    Plan(config)
+    return config
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_job_config_loads_and_validates(path):
+    assert job_config(path)
+
+
+def test_the_race_config_reads_the_tinyshakespeare_build(monkeypatch):
+    """jobs/configs/pretrain-tinyshakespeare.yaml trains on what jobs/configs/tinyshakespeare.yaml makes."""
+    monkeypatch.delenv("CORPUS_DIR", raising=False)
+    build = job_config(CONFIGS / "tinyshakespeare.yaml")
+    pretrain = job_config(CONFIGS / "pretrain-tinyshakespeare.yaml")
+    assert build.inputs == ["../shared/corpus/text/tinyshakespeare.txt"] and build.tokenize.tokenizer == "bytes"
+    made = Path(build.tokenize.output).resolve() / build.dataset.version
+    assert [Path(source.path) for source in pretrain.data.sources] == [made]
