@@ -5,9 +5,14 @@ temporary SQLite file), side by side in one process:
   pretrained checkpoint against the same model from a random init (what pretraining adds), and LoRA
   against full fine-tuning from the same checkpoint, with trainable-parameter counts;
 - instruction tuning from the same checkpoint: validation loss on response tokens through the first
-  epoch, and three test responses next to their references.
+  epoch, and three test responses next to their references;
+- what pretraining pays (``instruct-pays``): jobs/configs/finetune-instruct-demo.yaml (one epoch of
+  full instruction tuning of small-cpu) from the checkpoint and from a random init, over ``--seeds``
+  seeds each; the final response ``val_bpb`` of each, their means and standard errors, and the gap in
+  standard errors of the difference, at the config's learning rate for both.
 
     python -m benchmarks.finetune --base data/runs/pretrain-demo [--epochs 5] [--out results.json]
+    python -m benchmarks.finetune --base data/runs/pretrain-english --cases instruct-pays --seeds 3
 
 (as a module: run as a script, its folder would come first on sys.path and benchmarks/model.py
 would shadow the project's model package).
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +40,10 @@ from model.finetune.base import resolve_checkpoint
 from model.finetune.classify import ClassifierConfig, ClassifierTask
 from model.finetune.instruct import InstructConfig, InstructTask
 from model.launch import launch
-from pipeline.config import to_dict, validate
+from pipeline.config import load_config, to_dict, validate
 
 SMS_TRAIN_EXAMPLES = 1045  # the balanced set's 70%
+INSTRUCT_DEMO = Path(__file__).resolve().parent.parent / "jobs" / "configs" / "finetune-instruct-demo.yaml"
 
 
 def classifier_case(name: str, output: Path, epochs: int, lora: bool, learning_rate: float,
@@ -92,6 +99,28 @@ def instruct_case(base: str, output: Path) -> dict:
             "val_loss": [(0, alone_before), *history], "responses": task.responses}
 
 
+def instruct_pays_case(base: str, output: Path, seeds: int) -> dict:
+    """Response val bpb after jobs/configs/finetune-instruct-demo.yaml (one epoch of full fine-tuning,
+    the case ``make demo`` prints), from ``base`` and from a random init of the same architecture."""
+    finals: dict[str, list[float]] = {"pretrained": [], "random-init": []}
+    for seed in range(seeds):
+        for start, overrides in (("pretrained", [f"model.init_from={base}"]), ("random-init", [])):
+            config = load_config(InstructConfig, INSTRUCT_DEMO, [
+                f"run.name=pays-{start}-{seed}", f"run.output={output}", f"run.seed={seed}",
+                "tracking.experiment=benchmark-finetune", *overrides])
+            task = InstructTask(config)
+            outcome = launch(config, task, to_dict(config), task.params(), task.inputs())
+            finals[start].append(outcome.result.metrics["val_bpb"])  # the last step's evaluation
+            print(f"  {start} seed {seed}: response val bpb {finals[start][-1]:.4f}", flush=True)
+    summary = {start: {"val_bpb": values, "mean": statistics.mean(values),
+                       "standard_error": statistics.stdev(values) / len(values) ** 0.5}
+               for start, values in finals.items()}
+    gap = summary["random-init"]["mean"] - summary["pretrained"]["mean"]
+    error = (summary["random-init"]["standard_error"] ** 2 + summary["pretrained"]["standard_error"] ** 2) ** 0.5
+    return {"case": "instruct-pays", "seeds": seeds, **summary,
+            "gap_bpb": gap, "gap_in_standard_errors": gap / error if error else float("inf")}
+
+
 def _val_loss_before(task: InstructTask) -> float:
     from contextlib import nullcontext
 
@@ -120,6 +149,7 @@ def main() -> None:
         "spam-pretrained-lora": lambda: classifier_case("spam-pretrained-lora", work, args.epochs, True, 1e-3,
                                                         base=base),
         "instruct": lambda: instruct_case(base, work),
+        "instruct-pays": lambda: instruct_pays_case(base, work, args.seeds),
     }
     for name in args.cases.split(","):
         result = cases[name]()
@@ -133,6 +163,12 @@ def main() -> None:
     if full and lora:
         print(f"LoRA / full: test accuracy {lora['test_accuracy'] / full['test_accuracy']:.3f}, trainable "
               f"parameters {lora['trainable_parameters']:,} / {full['trainable_parameters']:,}")
+    pays = by_case.get("instruct-pays")
+    if pays:
+        print(f"instruction response val bpb after one epoch, mean +- standard error over {pays['seeds']} seeds: "
+              f"pretrained {pays['pretrained']['mean']:.4f} +- {pays['pretrained']['standard_error']:.4f}, "
+              f"random init {pays['random-init']['mean']:.4f} +- {pays['random-init']['standard_error']:.4f}; "
+              f"gap {pays['gap_bpb']:.4f} bpb = {pays['gap_in_standard_errors']:.1f} standard errors (target >= 3)")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     ray.shutdown()
 
@@ -143,6 +179,7 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--cases", default="spam-pretrained-full,spam-random-init-full,spam-pretrained-lora,instruct",
                         help="comma-separated cases to run")
+    parser.add_argument("--seeds", type=int, default=3, help="instruct-pays: seeds per side")
     parser.add_argument("--out", default="finetune-results.json")
     args = parser.parse_args()
     main()

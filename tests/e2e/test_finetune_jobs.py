@@ -49,7 +49,8 @@ def test_both_finetune_jobs_run_under_ray_job_submit_and_are_tracked(ray_head_wi
     assert "finished finetune-classifier-demo: train_accuracy" in classified
     instructed = ray_head_with_token.submit(
         ["python", "jobs/finetune_instruct.py", "--config", "jobs/configs/finetune-instruct-demo.yaml",
-         *overrides(*common, "eval.val_examples=8", "eval.test_examples=3", "eval.max_new_tokens=8")],
+         *overrides(*common, "eval.val_examples=8", "eval.test_examples=3", "eval.max_new_tokens=8",
+                    "trainable.lora.enabled=true")],
         env_vars=env_vars)
     assert "scoring of the test responses skipped" in instructed
 
