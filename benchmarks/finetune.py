@@ -34,12 +34,12 @@ import mlflow
 import ray
 import torch
 
-from model import tracking
 from model.checkpoint import load_pretrained
 from model.finetune.base import resolve_checkpoint
 from model.finetune.classify import ClassifierConfig, ClassifierTask
 from model.finetune.instruct import InstructConfig, InstructTask
 from model.launch import launch
+from pipeline import tracking
 from pipeline.config import load_config, to_dict, validate
 
 SMS_TRAIN_EXAMPLES = 1045  # the balanced set's 70%

@@ -30,10 +30,10 @@ import sys
 
 import ray
 
-from model import tracking
 from model.launch import evaluate
 from model.pretrain import PretrainConfig, PretrainTask, with_absolute_paths
 from model.reference import resolve_model
+from pipeline import tracking
 from pipeline.config import config_parser, load_config, to_dict
 
 EXPERIMENT = "evaluations"

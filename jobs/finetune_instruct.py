@@ -17,8 +17,8 @@ import ray
 
 from model.finetune.instruct import InstructConfig, InstructTask
 from model.launch import launch
-from model.tracking import tracking_uri
 from pipeline.config import config_parser, load_config, to_dict
+from pipeline.tracking import tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ import sys
 
 import ray
 
-from model import tracking
 from model.serve.batch import BatchSettings, run_batch
+from pipeline import tracking
 from pipeline.config import ConfigError, to_dict, validate
 
 EXPERIMENT = "batch-inference"

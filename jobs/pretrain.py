@@ -16,8 +16,8 @@ import ray
 
 from model.launch import launch
 from model.pretrain import PretrainConfig, PretrainTask, with_absolute_paths
-from model.tracking import tracking_uri
 from pipeline.config import config_parser, load_config, to_dict
+from pipeline.tracking import tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,10 @@ import threading
 import ray
 from ray import serve
 
-from model.tracking import tracking_uri
 from model.serve.app import APP_NAME, build_app, default_model_name
 from pipeline.config import ConfigError
 from pipeline.shards import absolute
+from pipeline.tracking import tracking_uri
 
 # What a replica needs from the driver's environment to find models and tokenizers.
 FORWARDED_ENV = ("CORPUS_DIR", "TOKENIZERS_DIR", "TIKTOKEN_CACHE_DIR", "WEBLLM_MODEL_CACHE", "AWS_ENDPOINT_URL",

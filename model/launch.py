@@ -21,11 +21,12 @@ import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from model import tracking, train_state
+from model import train_state
 from model.inference import finetune_metadata
 from model.serve.pyfunc import log_generative_model
 from model.train import Job, TrainingTask, evaluate_worker, train_worker
 from model.train_config import TrainConfig
+from pipeline import tracking
 from pipeline.shards import absolute
 
 

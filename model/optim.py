@@ -102,7 +102,7 @@ def learning_rate_schedule(config: OptimConfig, total_steps: int) -> Schedule:
                     config.decay_shape)
 
 
-def parameter_groups(model: nn.Module, config: OptimConfig) -> dict[str, list[nn.Parameter]]:
+def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """The trainable parameters by their treatment: ``hidden`` (2-D matrices inside the blocks),
     ``embeddings`` (embedding tables, the tied head with them), ``matrices`` (other 2-D weights,
     such as a classifier's head) and ``vectors`` (norm gains, biases)."""
@@ -126,7 +126,7 @@ def parameter_groups(model: nn.Module, config: OptimConfig) -> dict[str, list[nn
 
 def build_optimizers(model: nn.Module, config: OptimConfig) -> list[torch.optim.Optimizer]:
     """The optimizers that together update every trainable parameter once (see the module doc)."""
-    groups = parameter_groups(model, config)
+    groups = parameter_groups(model)
     adamw_groups = [
         {"params": groups["matrices"], "weight_decay": config.weight_decay},
         {"params": groups["embeddings"], "weight_decay": config.weight_decay if config.decay_embeddings else 0.0},

@@ -103,7 +103,7 @@ def _download_mlflow(reference: str, cache_dir: str | Path | None) -> str:
     or "latest" can move, so it is downloaded afresh."""
     import mlflow
 
-    from model.tracking import tracking_uri
+    from pipeline.tracking import tracking_uri
 
     # The registry lookup goes through the process's global URIs, not an argument's.
     mlflow.set_tracking_uri(tracking_uri())

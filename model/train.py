@@ -39,7 +39,7 @@ from model import parallel, train_state
 from model.optim import build_optimizers, learning_rate_schedule, set_learning_rate
 from model.throughput import Throughput, assumed_peak_flops, progress_line
 from model.train_config import TrainConfig, accumulation_steps
-from model.tracking import RunLogger
+from pipeline.tracking import RunLogger
 
 Batch = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)

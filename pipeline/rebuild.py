@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from model import tracking
+from pipeline import tracking
 from pipeline.build import BuildConfig, Plan, build
 from pipeline.config import ConfigError, to_dict
 from pipeline.dedup import INDEX_FOLDER

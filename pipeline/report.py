@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from model import tracking
+from pipeline import tracking
 from pipeline.tokenize import plot_doc_length_histogram
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from model import parallel, tracking
+from model import parallel
 from model.evaluate import shard_evenly
 from model.finetune.batches import Collate
 from model.finetune.checkpoint import save_finetuned
@@ -35,6 +35,7 @@ from model.finetune.splits import Splits, check_fractions, classification_splits
 from model.finetune.task import FinetuneConfig, FinetuneTask
 from model.gpt import GPT
 from model.train import Batch, Evaluation, Worker
+from pipeline import tracking
 from pipeline.config import config_dataclass
 from pipeline.corpus import corpus_path
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from model import parallel, tracking
+from model import parallel
 from model.evaluate import TokenBytes, loss_metrics, pad_with_repeats, shard_evenly, validation_loss_sums
 from model.finetune import judge
 from model.finetune.batches import Collate
@@ -39,6 +39,7 @@ from model.finetune.splits import Splits, check_fractions, instruction_splits
 from model.finetune.task import FinetuneConfig, FinetuneTask
 from model.generate import generate
 from model.train import Batch, Evaluation, Worker
+from pipeline import tracking
 from pipeline.config import config_dataclass, to_dict
 from pipeline.corpus import corpus_path
 

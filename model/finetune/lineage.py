@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from model import tracking
 from model.checkpoint import HF_CONFIG_FILE
 from model.finetune.base import BaseModelConfig, resolve_checkpoint, training_run_of
+from pipeline import tracking
 
 
 def producing_run_id(checkpoint: Path) -> str | None:

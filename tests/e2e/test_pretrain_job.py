@@ -19,7 +19,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from model import tracking
+from pipeline import tracking
 from tests.e2e.conftest import BIN, free_port, stop_group, wait_for_http
 
 pytestmark = pytest.mark.e2e

@@ -8,11 +8,11 @@ import mlflow
 import pandas as pd
 import pytest
 
-from model import tracking
 from model.generate import generate
 from model.inference import TOKENIZER_DIR, load_inference_model
 from model.reference import resolve_model
 from model.serve.pyfunc import log_generative_model
+from pipeline import tracking
 from tests.unit.test_serve_scoring import served  # noqa: F401 - the shared small model fixture
 
 
