@@ -65,24 +65,28 @@ def test_the_lease_of_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_pat
     assert acquire(str(tmp_path), seconds=60).pid == os.getpid()
 
 
-def _race(root: str, start: float, results) -> None:
+def _race(root: str, start: float, results, everyone_tried) -> None:
     time.sleep(max(0.0, start - time.time()))
     try:
         acquire(root, seconds=600)
         results.put("won")
-        time.sleep(2)  # hold it while the others try
+        # Hold it, alive, until every racer has tried: a holder that has exited leaves a lease that
+        # a late starter may rightly take over, which is not the race this test is about.
+        everyone_tried.wait(120)
     except LeaseHeld:
         results.put("refused")
 
 
 def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path):
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
+    results, everyone_tried = context.Queue(), context.Event()
     start = time.time() + 2
-    processes = [context.Process(target=_race, args=(str(tmp_path), start, results)) for _ in range(6)]
+    processes = [context.Process(target=_race, args=(str(tmp_path), start, results, everyone_tried))
+                 for _ in range(6)]
     for process in processes:
         process.start()
     outcomes = sorted(results.get(timeout=60) for _ in processes)
+    everyone_tried.set()
     for process in processes:
         process.join()
     assert outcomes == ["refused"] * 5 + ["won"]
