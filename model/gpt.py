@@ -66,12 +66,19 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        half = config.head_dim // 2
-        inv_freq = config.rope_theta ** (-torch.arange(half, dtype=torch.float32) / half)
-        angles = torch.outer(torch.arange(config.context_length, dtype=torch.float32), inv_freq)
+        self.config = config
         # Derived from the config, so not saved in checkpoints.
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", torch.empty(config.context_length, config.head_dim // 2), persistent=False)
+        self.register_buffer("sin", torch.empty(config.context_length, config.head_dim // 2), persistent=False)
+        self.init_tables()
+
+    def init_tables(self) -> None:
+        half = self.config.head_dim // 2
+        device = self.cos.device
+        inv_freq = self.config.rope_theta ** (-torch.arange(half, dtype=torch.float32, device=device) / half)
+        angles = torch.outer(torch.arange(self.config.context_length, dtype=torch.float32, device=device), inv_freq)
+        self.cos.copy_(angles.cos())
+        self.sin.copy_(angles.sin())
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B or 1, T) positions -> cos, sin of shape (B or 1, 1, T, head_dim / 2), broadcast over heads."""
@@ -205,14 +212,24 @@ class GPT(nn.Module):
         # Weight tying (Press & Wolf 2017, as GPT-2): the matrix that scores each token as the next one
         # is the one that embeds it. It saves vocab x emb_dim parameters (38M at 124M) at no loss.
         self.out_head.weight = self.tok_emb.weight
+        self.register_buffer("vocab_padding", None, persistent=False)  # set by init_weights
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialise every parameter and computed buffer. ``__init__`` calls it; FSDP calls it again
+        on each worker's shards after building the model on the ``meta`` device (no memory) and
+        sharding it, so no worker ever holds the whole randomly initialised model."""
+        config = self.config
         # The padding rows only give the head's matmul hardware-friendly shapes. A constant -inf
         # added to their logits (free inside the matmul on GPU) gives them zero probability: never
         # sampled, no part of the loss, no gradient.
-        padding = torch.zeros(config.padded_vocab_size)
-        padding[config.vocab_size :] = float("-inf")
-        self.register_buffer("vocab_padding", padding if config.padded_vocab_size > config.vocab_size else None,
-                             persistent=False)
-
+        if config.padded_vocab_size > config.vocab_size:
+            device = self.tok_emb.weight.device
+            padding = torch.zeros(config.padded_vocab_size, device=device)
+            padding[config.vocab_size :] = float("-inf")
+            self.vocab_padding = padding
+        if self.rope is not None:
+            self.rope.init_tables()
         self.apply(self._init_weights)
         # GPT-2's init: each block adds two branches onto the residual stream, so the variance of the
         # stream would grow with depth; shrinking the branches' last projections by 1/sqrt(2*n_layers)
@@ -251,11 +268,7 @@ class GPT(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
 
-        x = self.tok_emb(input_ids)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(position_ids)
-        x = self.drop_emb(x)
-        rotation = self.rope(position_ids) if self.rope is not None else None
+        x, rotation = self.embed(input_ids, position_ids)
         attn_mask = build_attention_mask(T, past, attention_mask, input_ids.device)
 
         for block in self.blocks:
@@ -268,12 +281,26 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         return self.final_norm(x)
 
+    def embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Token ids -> the residual stream's input, and the rotary angles the blocks apply (None
+        with learned positions, which are added here instead)."""
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(position_ids)
+        rotation = self.rope(position_ids) if self.rope is not None else None
+        return self.drop_emb(x), rotation
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states -> next-token logits over the real vocabulary (B, T, vocab_size)."""
         return self._padded_logits(hidden)[..., : self.config.vocab_size]
 
     def _padded_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.out_head.weight, self.vocab_padding)
+        padding = self.vocab_padding
+        # A buffer is not a parameter: FSDP's mixed-precision policy casts only parameters, so a
+        # bfloat16 forward would meet a float32 bias here.
+        return F.linear(hidden, self.out_head.weight, padding if padding is None else padding.to(hidden.dtype))
 
     def forward(
         self,
