@@ -66,7 +66,8 @@ def token_dataset(folder: Path, copies: int) -> str:
 
 def time_loader(config: dict) -> float:
     """The train loop: pull micro-batches; returns the delivered tokens per second."""
-    batches = iter(data.train_batches(config["loader"], config["batch"], None, seed=0))
+    batches = iter(data.train_batches(config["loader"], config["batch"], None, seed=0, global_batch=config["batch"],
+                                      steps=config["steps"] + config["warmup"], rank=0, ranks=1))
     for _ in range(config["warmup"]):
         next(batches)
     started = time.perf_counter()
@@ -82,7 +83,7 @@ def loader_tokens_per_s(loader: data.LoaderConfig, batch: int, steps: int, warmu
         train_loop_config={"loader": loader, "batch": batch, "steps": steps, "warmup": warmup},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(storage_path=storage),
-        datasets=data.ray_datasets(loader, 0, world_size=1, micro_batch_size=batch, micro_steps=steps + warmup),
+        datasets=data.ray_datasets(loader, 0, global_batch=batch, steps=steps + warmup, data_ranks=1),
         dataset_config=data.dataset_config(),
     )
     return trainer.fit().return_value

@@ -66,8 +66,11 @@ class SyntheticTask:
     def dataset_config(self) -> None:
         return None
 
-    def build_model(self) -> nn.Module:
+    def build_model(self, load_weights: bool = True) -> nn.Module:
         return GPT(self.model_config)
+
+    def loads_weights(self) -> bool:
+        return False
 
     def train_batches(self, worker, micro_batch_size: int, state):
         return SyntheticBatches(self.model_config, worker.rank, worker.world_size, micro_batch_size)
@@ -91,9 +94,6 @@ class SyntheticTask:
     def save_model(self, state, directory) -> None:
         directory.mkdir(parents=True)
         torch.save(state, directory / "weights.pt")
-
-    def load_model_state(self, directory):
-        return torch.load(directory / "weights.pt", weights_only=True)
 
     def exports(self, model_dir, scratch) -> dict:
         return {}
@@ -125,7 +125,7 @@ def plain_loop(task: SyntheticTask, config: TrainConfig) -> list[float]:
     model = task.build_model()
     (optimizer,) = build_optimizers(model, config.optim)  # AdamW
     schedule = learning_rate_schedule(config.optim, config.run.max_steps)
-    accumulation = accumulation_steps(config.batch, task.sequence_length, world_size=1)
+    accumulation = accumulation_steps(config.batch, task.sequence_length, data_ranks=1)
     seconds = []
     for step in range(config.run.max_steps):
         started = time.perf_counter()

@@ -41,7 +41,6 @@ class GPTConfig:
     # The embedding/head matrices get rows up to a multiple of this, so the largest matmul has
     # hardware-friendly shapes (50257 -> 50304). The extra rows never appear in logits.
     vocab_multiple: int = 1
-    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "vocab_multiple"):

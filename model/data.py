@@ -3,29 +3,32 @@
 Why not simply ``streaming_split`` the shards: Ray Data hands blocks to whichever worker asks first,
 so which worker sees which sequence, and in what order, changes from run to run, and a restarted
 run could only guess what it had trained on. Here the order is a pure function of the manifests,
-the seed and the world size:
+the seed and the global batch, and only who reads what depends on the number of workers:
 
-- **Epoch order.** A split's sequences sit in chunks (one Parquet row group each). Epoch ``e`` of
-  source ``s`` visits the chunks in a permutation seeded by ``(seed, s, e)`` and the rows inside a
-  chunk in one seeded by ``(seed, s, e, chunk)``: a different shuffle every epoch.
-- **Each worker's part.** Worker ``r`` of ``W`` takes rows ``[r*S, (r+1)*S)`` of that order,
-  ``S = sequences // W``: every worker reads only its ~1/W of the data and gets as many rows as the
-  others (at most ``W - 1`` rows sit an epoch out, different ones each epoch).
+- **Each source's stream.** A split's sequences sit in chunks (one Parquet row group each). Epoch
+  ``e`` of source ``s`` visits the chunks in a permutation seeded by ``(seed, s, e)`` and the rows
+  inside a chunk in one seeded by ``(seed, s, e, chunk)``: a different shuffle every epoch, and the
+  epochs one after the other make the source's endless stream.
+- **Each step's global batch.** Optimizer step ``k`` takes the next ``c[k, s]`` rows of each
+  source's stream: all ``global_batch`` rows from a single source; for a mixture,
+  ``multinomial(global_batch, weights)`` drawn by a generator seeded by ``(seed, k // 1024)``. The
+  rows of a step are therefore the same for any number of workers.
+- **Each worker's part.** A step's rows, sources side by side, are cut into equal parts, one per
+  data-parallel rank, and each rank cuts its part into micro-batches. Under a pipeline, the workers
+  of one pipeline are one data-parallel rank and read the same rows.
 - **Ray Data does the reading.** The trainer's dataset for a source is the list of its epochs the run
-  will reach (the plan). ``TokenDataConfig`` turns it, for each worker, into that worker's
-  row-group slices read in order (``preserve_order``, one task per epoch), which
-  ``get_dataset_shard`` hands to the worker and ``iter_torch_batches`` streams: prefetched, turned
-  into ``input_ids``/``targets`` in Ray's threads, pinned when there is a GPU.
-- **Mixture.** Each micro-step takes ``multinomial(micro_batch_size, weights)`` rows from the
-  sources, drawn by a generator seeded by ``(seed, step // 1024)``: the same counts on every worker
-  and every rerun, in the configured proportions. A single source takes every row from itself.
-- **Resume.** The state is the micro-step and the rows taken from each source. A restarted worker
-  streams its part from the start again and discards the rows it had taken (reading, no training:
-  cheap next to a step), so it continues with the next unseen batch: none repeated, none skipped.
-  Exact resume needs the same seed, micro-batch size, world size and sources; a mismatch is an error.
-  (Ray Train builds the datasets before the workers read their checkpoint, so the plan cannot start
-  at the resume point; the discarded rows are read again at the loader's speed, about 10M tokens/s
-  per worker on a shared 2-core machine: benchmarks/results/tokens.md.)
+  will reach (the plan). ``TokenDataConfig`` turns it, for each worker, into the rows that worker
+  takes, tagged with their step and read chunk by chunk in stream order (``preserve_order``, one
+  task per epoch), which ``get_dataset_shard`` hands to the worker and ``iter_torch_batches``
+  streams: prefetched, turned into ``input_ids``/``targets`` in Ray's threads, pinned with a GPU.
+- **Resume.** The state is the optimizer step: a position in the global stream. A resumed worker
+  streams its rows from the start again and discards those tagged with earlier steps (reading, no
+  training: cheap next to a step), so it continues with the next unseen batch, none repeated, none
+  skipped, on any number of workers and with any micro-batch size. Exact resume needs the same
+  seed, global batch and sources; a mismatch is an error. (Ray Train builds the datasets before the
+  workers read their checkpoint, so the plan cannot start at the resume point; the discarded rows
+  are read again at the loader's speed, about 10M tokens/s per worker on a shared 2-core machine:
+  benchmarks/results/tokens.md.)
 
 Validation reads each source's val split in manifest order (its first ``val_sequences`` if set),
 split across workers, so the validation set is the same whatever the world size.
@@ -57,6 +60,7 @@ from pipeline.tokenize import FORMAT
 IGNORE_INDEX = -100  # targets the loss skips: the padding after a shard's last real token
 TOKEN_COLUMNS = ["sequence_id", "tokens", "n_tokens"]
 _MIXTURE_KEY = 0x3117
+MIXTURE_BLOCK = 1024  # steps whose draws come from one generator
 
 
 @config_dataclass
@@ -121,90 +125,111 @@ def chunks(root: str, split: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def epoch_slices(chunk_rows: np.ndarray, part: tuple[int, int], order_key: list[int] | None) -> list[tuple[int, int, int]]:
-    """The (chunk, start, end) slices that make up rows ``[part)`` of one epoch's order.
+def step_counts(weights: list[float], global_batch: int, steps: int, seed: int) -> np.ndarray:
+    """Rows each source gives the global batch of each optimizer step: shape (steps, sources).
 
-    ``order_key`` seeds the chunk permutation (None: manifest order). ``start:end`` index the
-    chunk's own row permutation (see ``read_slice``).
+    One source gives all ``global_batch`` rows. A mixture draws ``multinomial(global_batch, weights)``
+    per step from a generator seeded by ``(seed, step // MIXTURE_BLOCK)``: the same on every worker,
+    every rerun and every world size, and any step's draw is found without replaying the others.
     """
-    order = np.random.default_rng(order_key).permutation(len(chunk_rows)) if order_key else np.arange(len(chunk_rows))
-    ends = np.cumsum(chunk_rows[order])
-    begin, end = part
-    slices = []
-    for position in range(int(np.searchsorted(ends, begin, side="right")), len(order)):
-        chunk_start = int(ends[position] - chunk_rows[order[position]])
-        if chunk_start >= end:
-            break
-        slices.append((int(order[position]), max(begin, chunk_start) - chunk_start, min(end, int(ends[position])) - chunk_start))
-    return slices
+    if len(weights) == 1:
+        return np.full((steps, 1), global_batch, np.int64)
+    probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
+    blocks = [np.random.default_rng([seed, _MIXTURE_KEY, block]).multinomial(global_batch, probabilities, size=MIXTURE_BLOCK)
+              for block in range(math.ceil(steps / MIXTURE_BLOCK))]
+    return np.concatenate(blocks)[:steps].astype(np.int64) if blocks else np.zeros((0, len(weights)), np.int64)
 
 
-def worker_part(total: int, rank: int, world_size: int, shuffled: bool) -> tuple[int, int]:
-    """Training: equal parts of ``total // W`` rows. Validation: every row, parts differing by one."""
-    if shuffled:
-        size = total // world_size
-        return rank * size, (rank + 1) * size
+def rank_intervals(counts: np.ndarray, source: int, rank: int, ranks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``source``'s stream that data-parallel ``rank`` of ``ranks`` takes: (starts, ends, steps).
+
+    A step's global batch is its sources' rows side by side (source 0's first); rank ``r`` takes its
+    ``r``-th equal part. Which rows make a step does not depend on ``ranks``; only who takes them does.
+    """
+    share = int(counts[0].sum()) // ranks if len(counts) else 0
+    taken = counts[:, source]
+    offsets = (np.cumsum(counts, axis=1) - counts)[:, source]  # where the source starts in each step's batch
+    stream_starts = np.cumsum(taken) - taken  # where each step starts in the source's own stream
+    low = np.clip(rank * share - offsets, 0, taken)
+    high = np.clip((rank + 1) * share - offsets, 0, taken)
+    kept = high > low
+    return stream_starts[kept] + low[kept], stream_starts[kept] + high[kept], np.flatnonzero(kept)
+
+
+def epoch_steps(plan_row: dict[str, Any], epoch_rows: int, rank: int, ranks: int) -> np.ndarray:
+    """For each position of one epoch's order: the step at which ``rank`` takes it, or -1."""
+    counts = step_counts(plan_row["weights"], plan_row["global_batch"], plan_row["steps"], plan_row["seed"])
+    starts, ends, steps = rank_intervals(counts, plan_row["source"], rank, ranks)
+    begin = plan_row["epoch"] * epoch_rows
+    starts, ends = np.clip(starts - begin, 0, epoch_rows), np.clip(ends - begin, 0, epoch_rows)
+    lengths = ends - starts
+    tags = np.full(epoch_rows, -1, np.int64)
+    positions = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
+    tags[positions] = np.repeat(steps, lengths)
+    return tags
+
+
+def worker_part(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Validation: every row in manifest order, in parts that differ by at most one row."""
     return rank * total // world_size, (rank + 1) * total // world_size
 
 
-def worker_slices(plan_row: dict[str, Any], rank: int, world_size: int) -> list[dict[str, Any]]:
-    """One plan row (a source's split, one epoch) -> this worker's row-group slices, in order."""
-    found = chunks(plan_row["root"], plan_row["split"])
+def read_chunk(path: str, row_group: int, columns: list[str] = TOKEN_COLUMNS) -> pa.Table:
+    with filesystem(path).open(path, "rb") as f:
+        return pq.ParquetFile(f).read_row_group(row_group, columns=columns)
+
+
+def read_train_epoch(plan_row: dict[str, Any], rank: int, ranks: int) -> Iterator[pa.Table]:
+    """One epoch of one source: the rows ``rank`` takes, in stream order, each tagged with its step.
+
+    The epoch's order is its chunks in a permutation seeded by ``(seed, source, epoch)``, and each
+    chunk's rows in one seeded by ``(seed, source, epoch, chunk)``. Chunks holding none of this
+    rank's rows are not read.
+    """
+    found = chunks(plan_row["root"], "train")
     chunk_rows = np.array([rows for _, _, rows in found], dtype=np.int64)
-    total = int(chunk_rows.sum())
+    tags = epoch_steps(plan_row, int(chunk_rows.sum()), rank, ranks)
+    epoch_key = [plan_row["seed"], plan_row["source"], plan_row["epoch"]]
+    start = 0
+    for chunk in np.random.default_rng(epoch_key).permutation(len(found)):
+        path, group, rows = found[chunk]
+        chunk_tags = tags[start : start + rows]
+        start += rows
+        wanted = np.flatnonzero(chunk_tags >= 0)
+        if not len(wanted):
+            continue
+        order = np.random.default_rng([*epoch_key, int(chunk)]).permutation(rows)
+        table = read_chunk(path, group).take(order[wanted])
+        table = table.append_column("source", pa.array(np.full(len(table), plan_row["source"], np.int64)))
+        yield table.append_column("step", pa.array(chunk_tags[wanted]))
+
+
+def read_validation(plan_row: dict[str, Any], rank: int, ranks: int) -> Iterator[pa.Table]:
+    """This rank's part of a source's val split (its first ``limit`` rows if set), in manifest order."""
+    found = chunks(plan_row["root"], "val")
+    total = sum(rows for _, _, rows in found)
     if plan_row["limit"] >= 0:
         total = min(total, plan_row["limit"])
-    shuffled = plan_row["shuffle"]
-    if shuffled and total < world_size:
-        raise ValueError(f"{plan_row['root']}: {total} {plan_row['split']} sequences cannot feed {world_size} workers")
-    epoch_key = [plan_row["seed"], plan_row["source"], plan_row["epoch"]] if shuffled else None
-    slices = []
-    for chunk, start, end in epoch_slices(chunk_rows, worker_part(total, rank, world_size, shuffled), epoch_key):
-        path, group, rows = found[chunk]
-        slices.append({"source": plan_row["source"], "path": path, "row_group": group, "rows": rows,
-                       "start": start, "end": end, "row_order_key": [*epoch_key, chunk] if epoch_key else None})
-    return slices
-
-
-def read_slice(piece: dict[str, Any]) -> pa.Table:
-    """The token rows one slice names, in its (seeded) row order."""
-    with filesystem(piece["path"]).open(piece["path"], "rb") as f:
-        rows = pq.ParquetFile(f).read_row_group(piece["row_group"], columns=TOKEN_COLUMNS)
-    key = piece["row_order_key"]
-    order = np.random.default_rng(key).permutation(piece["rows"]) if key else np.arange(piece["rows"])
-    rows = rows.take(order[piece["start"] : piece["end"]])
-    return rows.append_column("source", pa.array(np.full(len(rows), piece["source"], np.int64)))
+    begin, end = worker_part(total, rank, ranks)
+    start = 0
+    for path, group, rows in found:
+        low, high = max(begin, start), min(end, start + rows)
+        if low < high:
+            table = read_chunk(path, group).slice(low - start, high - low)
+            table = table.append_column("source", pa.array(np.full(len(table), plan_row["source"], np.int64)))
+            yield table.append_column("step", pa.array(np.zeros(len(table), np.int64)))
+        start += rows
 
 
 def read_worker_part(plan: pa.Table, rank: int, world_size: int) -> Iterator[pa.Table]:
-    """``map_batches`` function: plan rows -> this worker's token rows, slice after slice."""
+    """``map_batches`` function: plan rows -> this worker's token rows. Workers of one pipeline
+    (``stages`` in a row) read the same rows: its data-parallel rank is ``rank // stages``."""
     for plan_row in plan.to_pylist():
-        for piece in worker_slices(plan_row, rank, world_size):
-            yield read_slice(piece)
-
-
-MIXTURE_BLOCK = 1024  # micro-steps whose draws come from one generator
-
-
-def mixture_counts(weights: list[float], micro_batch_size: int, block: int, seed: int) -> np.ndarray:
-    """Rows to take from each source at the micro-steps of ``block``: shape (MIXTURE_BLOCK, sources).
-
-    Seeded by ``(seed, block)``: the same on every worker and every rerun, and any step's draw is
-    found without replaying the steps before it.
-    """
-    probabilities = np.asarray(weights, dtype=np.float64) / sum(weights)
-    return np.random.default_rng([seed, _MIXTURE_KEY, block]).multinomial(micro_batch_size, probabilities, size=MIXTURE_BLOCK)
-
-
-def rows_drawn(weights: list[float], micro_batch_size: int, micro_steps: int, seed: int) -> np.ndarray:
-    """Rows each source gives one worker over the first ``micro_steps`` micro-steps."""
-    if len(weights) == 1:
-        return np.array([micro_batch_size * micro_steps])
-    total = np.zeros(len(weights), np.int64)
-    for block in range(math.ceil(micro_steps / MIXTURE_BLOCK)):
-        counts = mixture_counts(weights, micro_batch_size, block, seed)
-        total += counts[: micro_steps - block * MIXTURE_BLOCK].sum(axis=0)
-    return total
+        data_rank, data_ranks = rank // plan_row["stages"], world_size // plan_row["stages"]
+        if plan_row["split"] == "train":
+            yield from read_train_epoch(plan_row, data_rank, data_ranks)
+        else:
+            yield from read_validation(plan_row, data_rank, data_ranks)
 
 
 def model_batch(rows: pa.Table) -> dict[str, torch.Tensor]:
@@ -214,12 +239,15 @@ def model_batch(rows: pa.Table) -> dict[str, torch.Tensor]:
     real = rows["n_tokens"].to_numpy()
     targets = tokens[:, 1:].copy()
     targets[np.arange(1, tokens.shape[1])[None, :] >= real[:, None]] = IGNORE_INDEX
-    return {
+    batch = {
         "input_ids": torch.from_numpy(tokens[:, :-1]),
         "targets": torch.from_numpy(targets),
         "sequence_id": torch.tensor(rows["sequence_id"].to_numpy()),
         "source": torch.tensor(rows["source"].to_numpy()),
     }
+    if "step" in rows.column_names:  # the optimizer step a training row belongs to
+        batch["step"] = torch.tensor(rows["step"].to_numpy())
+    return batch
 
 
 class ModelBatchCollate(ArrowBatchCollateFn):
@@ -236,27 +264,30 @@ class ModelBatchCollate(ArrowBatchCollateFn):
 
 
 def ray_datasets(
-    config: LoaderConfig, seed: int, *, world_size: int, micro_batch_size: int, micro_steps: int
+    config: LoaderConfig, seed: int, *, global_batch: int, steps: int, data_ranks: int, stages: int = 1
 ) -> dict[str, ray.data.Dataset]:
     """The plans for ``TorchTrainer(datasets=...)``: ``train:<source>`` each, and ``val``.
 
-    A training plan lists the epochs of its source that ``micro_steps`` micro-batches per worker
-    will reach. Pass ``dataset_config()`` beside them: it turns each plan into each worker's rows.
+    ``global_batch`` sequences per optimizer step, for ``steps`` steps, split over ``data_ranks``
+    data-parallel ranks of ``stages`` pipeline workers each. A training plan lists the epochs of its
+    source the run will reach. Pass ``dataset_config()`` beside them: it turns each plan into each
+    worker's rows.
     """
     found = {}
     val_rows = []
-    named = sources(config)
-    drawn = rows_drawn([source.weight for source in config.sources], micro_batch_size, micro_steps, seed)
-    for index, ((name, root, manifest), rows) in enumerate(zip(named, drawn)):
-        per_worker = manifest["splits"]["train"]["sequences"] // world_size
-        if per_worker == 0:
-            raise ConfigError(f"data.sources: {name!r} has fewer train sequences than the {world_size} workers")
-        plan_row = {"source": index, "root": root, "split": "train", "seed": seed, "shuffle": True, "limit": -1}
-        epochs = max(1, math.ceil(int(rows) / per_worker))
+    weights = [source.weight for source in config.sources]
+    drawn = step_counts(weights, global_batch, steps, seed).sum(axis=0)
+    for index, ((name, root, manifest), rows) in enumerate(zip(sources(config), drawn)):
+        epoch_rows = manifest["splits"]["train"]["sequences"]
+        if epoch_rows == 0:
+            raise ConfigError(f"data.sources: {name!r} has no train sequences")
+        plan_row = {"source": index, "root": root, "seed": seed, "stages": stages}
+        train_row = {**plan_row, "split": "train", "weights": weights, "global_batch": global_batch, "steps": steps}
+        epochs = max(1, math.ceil(int(rows) / epoch_rows))
         # One block per epoch: each epoch is read by its own task, and only when the stream gets there.
-        found[f"train:{name}"] = ray.data.from_items([{**plan_row, "epoch": e} for e in range(epochs)], override_num_blocks=epochs)
+        found[f"train:{name}"] = ray.data.from_items([{**train_row, "epoch": e} for e in range(epochs)], override_num_blocks=epochs)
         if manifest["splits"]["val"]["sequences"]:
-            val_rows.append({**plan_row, "split": "val", "shuffle": False, "limit": config.val_sequences or -1, "epoch": 0})
+            val_rows.append({**plan_row, "split": "val", "limit": config.val_sequences or -1})
     if val_rows:
         found["val"] = ray.data.from_items(val_rows, override_num_blocks=len(val_rows))
     return found
@@ -286,9 +317,11 @@ class TokenDataConfig(ray.train.DataConfig):
             if not self.is_plan(name):
                 continue
             for rank in range(world_size):
-                rows = plan.map_batches(
-                    read_worker_part, fn_kwargs={"rank": rank, "world_size": world_size}, batch_size=1, batch_format="pyarrow"
-                )
+                # The read runs inside the training worker's CPU budget (num_cpus=0): it is light next
+                # to a step, and a task asking for a CPU of its own would wait on a machine whose
+                # CPUs the workers hold, and warn that the job may hang.
+                rows = plan.map_batches(read_worker_part, fn_kwargs={"rank": rank, "world_size": world_size},
+                                        batch_size=1, batch_format="pyarrow", num_cpus=0)
                 rows.context.execution_options = self._resolve_execution_options(name)
                 rows.context.execution_options.preserve_order = True  # the plan's order is the order
                 rows.context.target_max_block_size = self.BLOCK_BYTES
@@ -301,26 +334,30 @@ class TokenDataConfig(ray.train.DataConfig):
 
 
 class _RowStream:
-    """One source's rows for this worker, taken a few at a time, after discarding the first ``skip``."""
+    """One source's rows for this worker, step by step: rows tagged with an earlier step are
+    discarded (what a resumed run has already trained on), then a step's rows are taken."""
 
-    def __init__(self, batches: Iterator[dict[str, torch.Tensor]], skip: int, name: str):
-        self.batches, self.skip, self.name = batches, skip, name
+    def __init__(self, batches: Iterator[dict[str, torch.Tensor]], name: str):
+        self.batches, self.name = batches, name
         self.head: dict[str, torch.Tensor] | None = None
         self.offset = 0
 
-    def take(self, n: int) -> list[dict[str, torch.Tensor]]:
+    def take(self, step: int, n: int) -> list[dict[str, torch.Tensor]]:
         parts = []
         while n > 0:
             if self.head is None or self.offset == len(self.head["input_ids"]):
                 try:
                     self.head, self.offset = next(self.batches), 0
                 except StopIteration:
-                    raise RuntimeError(f"source {self.name!r}: its plan is used up; it was made for fewer micro_steps") from None
-            available = len(self.head["input_ids"]) - self.offset
-            if self.skip:
-                skipped = min(self.skip, available)
-                self.offset, self.skip = self.offset + skipped, self.skip - skipped
+                    raise RuntimeError(f"source {self.name!r}: its plan is used up; it was made for fewer steps") from None
+            steps = self.head["step"][self.offset :]
+            earlier = int((steps < step).sum())  # rows are in step order
+            if earlier:
+                self.offset += earlier
                 continue
+            available = int((steps == step).sum())
+            if available == 0:
+                raise RuntimeError(f"source {self.name!r}: step {step} is missing rows; the plan does not match the loader")
             taken = min(n, available)
             parts.append({key: value[self.offset : self.offset + taken] for key, value in self.head.items()})
             self.offset, n = self.offset + taken, n - taken
@@ -330,64 +367,67 @@ class _RowStream:
 class TrainBatches:
     """This worker's endless stream of training micro-batches, and its position (``state_dict``).
 
-    Each batch holds ``input_ids`` and ``targets`` (micro_batch_size, context_length) int64,
-    ``sequence_id`` and ``source`` (the source's index) per row, on the CPU (pinned with a GPU).
+    Each step's global batch of ``global_batch`` rows is the same whatever the number of workers;
+    data-parallel rank ``rank`` of ``ranks`` takes its equal part, in micro-batches of
+    ``micro_batch_size``. The position is global (the optimizer step, and the rows of each source
+    drawn by all workers together), so a run resumes on any number of workers with exactly the
+    next unseen rows. Each batch holds ``input_ids`` and ``targets`` (micro_batch_size,
+    context_length) int64, ``sequence_id``, ``source`` (the source's index) and ``step`` per row, on
+    the CPU (pinned with a GPU).
     """
 
-    def __init__(self, config: LoaderConfig, micro_batch_size: int, seed: int, state: dict[str, Any] | None = None):
+    def __init__(self, config: LoaderConfig, micro_batch_size: int, seed: int, *, global_batch: int, steps: int,
+                 rank: int, ranks: int, state: dict[str, Any] | None = None):
+        if global_batch % (micro_batch_size * ranks):
+            raise ConfigError(f"batch: a global batch of {global_batch} sequences is not a whole number of "
+                              f"micro-batches of {micro_batch_size} on each of {ranks} data-parallel workers")
         self.config, self.micro_batch_size, self.seed = config, micro_batch_size, seed
+        self.global_batch, self.rank, self.ranks = global_batch, rank, ranks
         self.sources = sources(config)
         self.weights = [source.weight for source in config.sources]
-        self.world_size = ray.train.get_context().get_world_size()
+        self.counts = step_counts(self.weights, global_batch, steps, seed)
         self.context_length = self.sources[0][2]["context_length"]
         self.step = 0
-        self.positions = {name: 0 for name, _, _ in self.sources}
-        self._block: tuple[int, np.ndarray | None] = (-1, None)
         if state is not None:
             self.load_state_dict(state)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        streams = [
-            _RowStream(_torch_batches(f"train:{name}", self.micro_batch_size, self.config), self.positions[name], name)
-            for name, _, _ in self.sources
-        ]
+        streams = [_RowStream(_torch_batches(f"train:{name}", self.micro_batch_size, self.config), name)
+                   for name, _, _ in self.sources]
+        intervals = [rank_intervals(self.counts, index, self.rank, self.ranks) for index in range(len(self.sources))]
         while True:
             parts = []
-            for (name, _, _), stream, count in zip(self.sources, streams, self._counts(self.step)):
-                parts += stream.take(int(count))
-                self.positions[name] += int(count)
+            for stream, (starts, ends, steps) in zip(streams, intervals):
+                found = np.searchsorted(steps, self.step)
+                if found < len(steps) and steps[found] == self.step:
+                    parts += stream.take(self.step, int(ends[found] - starts[found]))
+            rows = _concatenate(parts)
+            # The position moves before the step's micro-batches are handed out: a checkpoint taken
+            # after the step has used them all records the next step.
             self.step += 1
-            yield parts[0] if len(parts) == 1 else _concatenate(parts)
-
-    def _counts(self, step: int) -> np.ndarray:
-        if len(self.weights) == 1:
-            return np.array([self.micro_batch_size])
-        block, offset = divmod(step, MIXTURE_BLOCK)
-        if self._block[0] != block:
-            self._block = (block, mixture_counts(self.weights, self.micro_batch_size, block, self.seed))
-        return self._block[1][offset]
+            for start in range(0, len(rows["input_ids"]), self.micro_batch_size):
+                yield {key: value[start : start + self.micro_batch_size] for key, value in rows.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the stream is (micro-steps and rows taken per source), and what it must resume with."""
+        """Where the stream is (optimizer steps taken), and what it must resume with."""
         return {
             "step": self.step,
-            "positions": dict(self.positions),
-            "world_size": self.world_size,
-            "micro_batch_size": self.micro_batch_size,
+            "global_batch": self.global_batch,
             "seed": self.seed,
             "sources": [[name, weight] for (name, _, _), weight in zip(self.sources, self.weights)],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = self.state_dict()
-        for key in ("world_size", "micro_batch_size", "seed", "sources"):
+        for key in ("global_batch", "seed", "sources"):
             if state[key] != expected[key]:
                 raise ValueError(f"loader state: {key} was {state[key]!r}, is now {expected[key]!r}; exact resume needs the same")
-        self.step, self.positions = state["step"], dict(state["positions"])
+        self.step = state["step"]
 
     def tokens_per_source(self) -> dict[str, int]:
-        """Target positions drawn so far from each source, summed over all workers."""
-        return {name: rows * self.world_size * self.context_length for name, rows in self.positions.items()}
+        """Target positions drawn so far from each source, by all workers together."""
+        drawn = self.counts[: self.step].sum(axis=0)
+        return {name: int(rows) * self.context_length for (name, _, _), rows in zip(self.sources, drawn)}
 
 
 def _concatenate(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -396,9 +436,11 @@ def _concatenate(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
     return {key: value.pin_memory() for key, value in joined.items()} if torch.cuda.is_available() else joined
 
 
-def train_batches(config: LoaderConfig, micro_batch_size: int, state: dict[str, Any] | None, seed: int) -> TrainBatches:
+def train_batches(config: LoaderConfig, micro_batch_size: int, state: dict[str, Any] | None, seed: int, *,
+                  global_batch: int, steps: int, rank: int, ranks: int) -> TrainBatches:
     """In a Ray Train worker: the training micro-batches, from ``state`` (a ``state_dict()``) if given."""
-    return TrainBatches(config, micro_batch_size, seed, state)
+    return TrainBatches(config, micro_batch_size, seed, global_batch=global_batch, steps=steps, rank=rank,
+                        ranks=ranks, state=state)
 
 
 def validation_batches(config: LoaderConfig, micro_batch_size: int, max_batches: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
@@ -417,13 +459,15 @@ def validation_batches(config: LoaderConfig, micro_batch_size: int, max_batches:
 
 
 def _torch_batches(name: str, batch_size: int, config: LoaderConfig) -> Iterator[dict[str, torch.Tensor]]:
+    """The dataset's batches. The shard is asked for now, not at the first batch: every worker must
+    ask Ray Train for every dataset together, including one it takes no rows from for a while."""
     shard = ray.train.get_dataset_shard(name)
     if shard is None:
         raise RuntimeError(f"no dataset {name!r}: pass datasets=data.ray_datasets(...) to the TorchTrainer")
-    yield from shard.iter_torch_batches(
+    return iter(shard.iter_torch_batches(
         batch_size=batch_size,
         prefetch_batches=config.prefetch_batches,
         collate_fn=ModelBatchCollate(),
         device="cpu",  # the training loop moves batches to its device, counting targets on the CPU first
         pin_memory=torch.cuda.is_available(),
-    )
+    ))

@@ -20,7 +20,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from model.config import GPTConfig
 
@@ -212,13 +211,13 @@ class GPT(nn.Module):
         # Weight tying (Press & Wolf 2017, as GPT-2): the matrix that scores each token as the next one
         # is the one that embeds it. It saves vocab x emb_dim parameters (38M at 124M) at no loss.
         self.out_head.weight = self.tok_emb.weight
-        self.register_buffer("vocab_padding", None, persistent=False)  # set by init_weights
+        self.register_buffer("vocab_padding", None, persistent=False)  # set by init_buffers
+        self.init_buffers()
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """Initialise every parameter and computed buffer. ``__init__`` calls it; FSDP calls it again
-        on each worker's shards after building the model on the ``meta`` device (no memory) and
-        sharding it, so no worker ever holds the whole randomly initialised model."""
+    def init_buffers(self) -> None:
+        """Compute the buffers derived from the config. ``__init__`` calls it, and FSDP again after
+        building the model on the ``meta`` device (no memory), sharding it and materialising it."""
         config = self.config
         # The padding rows only give the head's matmul hardware-friendly shapes. A constant -inf
         # added to their logits (free inside the matmul on GPU) gives them zero probability: never
@@ -230,11 +229,15 @@ class GPT(nn.Module):
             self.vocab_padding = padding
         if self.rope is not None:
             self.rope.init_tables()
+
+    def init_weights(self) -> None:
+        """Draw every parameter's initial value. Under FSDP each worker draws only its shards: no
+        worker ever holds the whole randomly initialised model."""
         self.apply(self._init_weights)
         # GPT-2's init: each block adds two branches onto the residual stream, so the variance of the
         # stream would grow with depth; shrinking the branches' last projections by 1/sqrt(2*n_layers)
         # keeps it about constant.
-        residual_std = 0.02 / math.sqrt(2 * config.n_layers)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
         for block in self.blocks:
             nn.init.normal_(block.attn.out_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.down_proj.weight, mean=0.0, std=residual_std)
@@ -245,6 +248,8 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):  # gain 1, bias 0
+            module.reset_parameters()
 
     def hidden_states(
         self,
@@ -272,11 +277,7 @@ class GPT(nn.Module):
         attn_mask = build_attention_mask(T, past, attention_mask, input_ids.device)
 
         for block in self.blocks:
-            if self.config.activation_checkpointing and self.training and kv_cache is None:
-                # Keep only each block's input; recompute its inside during backward.
-                x = checkpoint(block, x, rotation, attn_mask, use_reentrant=False)
-            else:
-                x = block(x, rotation, attn_mask, kv_cache)
+            x = block(x, rotation, attn_mask, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.final_norm(x)

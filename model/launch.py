@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray.data
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
-from model import train_state
+from model import parallel, train_state
 from model.inference import finetune_metadata
 from model.serve.pyfunc import log_generative_model
+from model.sharded_state import load_full_model
 from model.train import Job, TrainingTask, evaluate_worker, train_worker
 from model.train_config import TrainConfig
 from pipeline import tracking
@@ -84,7 +87,24 @@ def _fit(config: TrainConfig, task: TrainingTask, job: Job) -> Outcome:
     final = result.checkpoint
     if config.checkpoint.keep_best:  # the model to keep is the best one, not the last
         final = result.get_best_checkpoint(config.checkpoint.keep_best, config.checkpoint.best_mode()) or final
+    _write_full_model(final, task)
     return Outcome(result=result, checkpoint=final, history=returned.get("history", []))
+
+
+def _write_full_model(checkpoint: ray.train.Checkpoint, task: TrainingTask) -> None:
+    """The run's model, whole, in the task's format, into its checkpoint's ``model/`` folder: the
+    one unsharded copy, assembled once, here, from the workers' shards. (Every model reference to
+    the run or the checkpoint finds it there: model/reference.py.)"""
+    with torch.device("meta"):
+        model = task.build_model(load_weights=False)
+    parallel.materialize(model, torch.device("cpu"))
+    with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory(prefix="webllm-model-") as scratch:
+        load_full_model(model, Path(folder) / train_state.STATE_DIR)
+        task.save_model(model.state_dict(), Path(scratch) / train_state.MODEL_DIR)
+        destination = f"{checkpoint.path}/{train_state.MODEL_DIR}"
+        checkpoint.filesystem.create_dir(destination, recursive=True)
+        pyarrow.fs.copy_files(f"{scratch}/{train_state.MODEL_DIR}", destination,
+                              source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=checkpoint.filesystem)
 
 
 def _trainer(config: TrainConfig, task: TrainingTask, worker_function, job: Job, name: str) -> TorchTrainer:

@@ -2,8 +2,9 @@
 
 The model code knows nothing of this (as in torchtitan's ``parallelize``): the wrapping, the
 precision, ``torch.compile`` and the gradient-sync switch for accumulation are applied here, from
-outside. State dicts go in and out as full, unsharded tensors whatever the wrapping, so a
-checkpoint written by a DDP run resumes under FSDP and the other way round.
+outside. Under FSDP the model is built on the ``meta`` device, sharded, and only then given memory
+and values (``materialize``), so no worker ever holds the whole model. Checkpoints are written in
+shards (model/sharded_state.py), and load under either strategy.
 """
 
 from __future__ import annotations
@@ -14,21 +15,13 @@ from typing import Any, Iterator, Literal
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from model.gpt import Block
+from model.gpt import GPT, Block
 from pipeline.config import config_dataclass
-
-FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
 
 @config_dataclass
 class ParallelConfig:
@@ -41,6 +34,18 @@ class ParallelConfig:
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, more compute
     # TensorFloat-32 matmuls on Ampere and later: float32 range with a 10-bit mantissa, several times faster.
     allow_tf32: bool = True
+    # Save checkpoints in the background (dcp.async_save): a step waits only for the copy to memory.
+    async_checkpoint: bool = True
+
+
+def checkpoint_blocks(model: nn.Module) -> None:
+    """Activation checkpointing: keep only each block's input in the forward pass and recompute the
+    block's inside during backward. Less memory (a block's activations are ~10-30x its input) for
+    about a third more compute. Parameter names keep no trace of the wrapper in checkpoints."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Block):
+                parent.register_module(name, checkpoint_wrapper(child))
 
 
 def compute_dtype(config: ParallelConfig, device: torch.device) -> torch.dtype:
@@ -54,7 +59,10 @@ def parallelize(model: nn.Module, config: ParallelConfig, device: torch.device, 
     if device.type == "cuda" and config.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model.to(device)
+    if not any(parameter.is_meta for parameter in model.parameters()):  # a meta model is materialized later
+        model.to(device)
+    if config.activation_checkpointing:
+        checkpoint_blocks(model)
     if config.strategy == "fsdp":
         policy = MixedPrecisionPolicy(param_dtype=compute_dtype(config, device), reduce_dtype=torch.float32)
         # Shard block by block, then the rest (embeddings, final norm, tied head) at the root: each
@@ -124,24 +132,30 @@ def gathered(model: nn.Module) -> Iterator[nn.Module]:
         inner.reshard()
 
 
-def full_state_dicts(
-    model: nn.Module, optimizers: list[torch.optim.Optimizer]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Unsharded model state, and the optimizers' state keyed by parameter name, on the CPU; under
-    FSDP complete on rank 0 only. Every worker must call it: under FSDP gathering is collective."""
-    return (get_model_state_dict(model, options=FULL_STATE),
-            get_optimizer_state_dict(model, optimizers, options=FULL_STATE))
+def materialize(model: nn.Module, device: torch.device) -> None:
+    """Give a model built on the ``meta`` device (and perhaps sharded) memory on ``device``, and
+    its computed buffers; its parameters are left uninitialised."""
+    # Swapping keeps each Parameter object: the tied embedding and head stay one tensor (a plain
+    # to_empty would give each its own copy).
+    swapping = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.to_empty(device=device)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swapping)
+    for gpt in [module for module in model.modules() if isinstance(module, GPT)]:
+        gpt.init_buffers()
 
 
-def load_full_state_dicts(
-    model: nn.Module, optimizers: list[torch.optim.Optimizer] | None, model_state: dict[str, Any],
-    optimizer_state: dict[str, Any] | None,
-) -> None:
-    """Load full state dicts (as ``full_state_dicts`` returns them) into a wrapped model and its optimizers."""
-    options = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, model_state, options=options)
-    if optimizers and optimizer_state is not None:
-        set_optimizer_state_dict(model, optimizers, optimizer_state, options=options)
+def initialize(model: nn.Module, full_state: dict[str, Any] | None) -> None:
+    """Values for a materialized FSDP model: each worker draws its own shards from the init
+    (``full_state`` None), or rank 0's ``full_state`` (the whole model's, {} on the other ranks)
+    is broadcast to all, each worker keeping its shards."""
+    if full_state is None:
+        for gpt in [module for module in model.modules() if isinstance(module, GPT)]:
+            gpt.init_weights()
+        return
+    set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -35,7 +35,7 @@ from model.gpt import GPT, count_parameters, flops_per_token
 from model.launch import DatasetInput
 from model.reference import resolve_model
 from model.train import Batch, Evaluation, ResumableBatches, Worker
-from model.train_config import TrainConfig, accumulation_steps
+from model.train_config import TrainConfig, global_batch_sequences
 from pipeline.config import ConfigError, config_dataclass, validate
 from pipeline.corpus import corpus_path
 from pipeline.shards import absolute
@@ -120,8 +120,6 @@ class PretrainTask:
 
     def _model_config(self) -> GPTConfig:
         overrides = dict(self.config.model.overrides)
-        if self.config.parallel.activation_checkpointing:
-            overrides["activation_checkpointing"] = True
         if self.config.model.init_from:
             model, tokenizer = load_pretrained(resolve_model(self.config.model.init_from))
             if tokenizer.get("sha256", self.tokenizer["sha256"]) != self.tokenizer["sha256"]:
@@ -143,10 +141,12 @@ class PretrainTask:
     # -- driver side -------------------------------------------------------------------------------
 
     def datasets(self) -> dict[str, Any]:
-        world_size = self.config.scaling.num_workers
-        micro_steps = self.config.run.max_steps * accumulation_steps(self.config.batch, self.sequence_length, world_size)
-        return data.ray_datasets(self.config.data, self.config.run.seed, world_size=world_size,
-                                 micro_batch_size=self.config.batch.micro_batch_size, micro_steps=micro_steps)
+        return data.ray_datasets(self.config.data, self.config.run.seed, global_batch=self.global_batch(),
+                                 steps=self.config.run.max_steps, data_ranks=self.config.scaling.num_workers)
+
+    def global_batch(self) -> int:
+        """Sequences per optimizer step, all workers together."""
+        return global_batch_sequences(self.config.batch, self.sequence_length)
 
     def dataset_config(self) -> ray.train.DataConfig:
         return data.dataset_config()
@@ -166,15 +166,20 @@ class PretrainTask:
 
     # -- worker side -------------------------------------------------------------------------------
 
-    def build_model(self) -> nn.Module:
+    def build_model(self, load_weights: bool = True) -> nn.Module:
         model = GPT(self.model_config)
-        if self.config.model.init_from:
+        if load_weights and self.config.model.init_from:
             pretrained, _ = load_pretrained(resolve_model(self.config.model.init_from))
             model.load_state_dict(pretrained.state_dict())
         return model
 
+    def loads_weights(self) -> bool:
+        return self.config.model.init_from is not None
+
     def train_batches(self, worker: Worker, micro_batch_size: int, state: dict[str, Any] | None) -> ResumableBatches:
-        return data.train_batches(self.config.data, micro_batch_size, state, seed=self.config.run.seed)
+        return data.train_batches(self.config.data, micro_batch_size, state, seed=self.config.run.seed,
+                                  global_batch=self.global_batch(), steps=self.config.run.max_steps,
+                                  rank=worker.data_rank, ranks=worker.data_ranks)
 
     def stream_metrics(self, batches: data.TrainBatches) -> dict[str, float]:
         if len(self.config.data.sources) == 1:
@@ -244,10 +249,6 @@ class PretrainTask:
         model = GPT(self.model_config)
         model.load_state_dict(state)
         save_checkpoint(model, directory, self.tokenizer)
-
-    def load_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
-        model, _ = load_checkpoint(directory)
-        return model.state_dict()
 
     def exports(self, model_dir: Path, scratch: Path) -> dict[str, Path]:
         """The Hugging Face GPT-2 layout, for GPT-2-architecture models."""

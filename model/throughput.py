@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import torch
 
-# bf16 dense peak FLOP/s per GPU from the vendors' datasheets (no sparsity), by device-name substring.
-GPU_PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-}
+# Dense peak FLOP/s per GPU from the vendors' datasheets (no sparsity): bfloat16, TF32 and plain
+# float32 (CUDA cores), by device-name substring, the first match winning: "H100 PCIe" and
+# "H100 NVL" are slower parts than the SXM "H100", and an "L4" is not an "L40" or an "L40S".
+GPU_PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
+    ("H100 PCIe", {"bf16": 756e12, "tf32": 378e12, "fp32": 51.2e12}),
+    ("H100 NVL", {"bf16": 835e12, "tf32": 418e12, "fp32": 60.0e12}),
+    ("H100", {"bf16": 989e12, "tf32": 495e12, "fp32": 66.9e12}),  # SXM
+    ("H200", {"bf16": 989e12, "tf32": 495e12, "fp32": 66.9e12}),
+    ("A100", {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
+    ("L40S", {"bf16": 362e12, "tf32": 183e12, "fp32": 91.6e12}),
+    ("L40", {"bf16": 181e12, "tf32": 90.5e12, "fp32": 90.5e12}),
+    ("L4", {"bf16": 121e12, "tf32": 60.0e12, "fp32": 30.3e12}),
+]
 # A nominal CPU core: 2 FMA units x 16 float32 lanes x 2 FLOP x ~1.6 GHz sustained under AVX-512.
 CPU_PEAK_FLOPS_PER_CORE = 100e9
 
 
-def assumed_peak_flops(device: torch.device) -> float | None:
-    """The peak FLOP/s of one worker's device, or None for a GPU not in the table. On CPU, the cores
+def assumed_peak_flops(device: torch.device, dtype: torch.dtype, tf32: bool) -> float | None:
+    """The peak FLOP/s of one worker's device at the precision its matmuls run in (bfloat16, or
+    float32 as TF32 where ``tf32`` allows it), or None for a GPU not in the table. On CPU, the cores
     this worker computes on: torch's threads (Ray sets them from the CPUs it reserves, at least one)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        return next((peak for key, peak in GPU_PEAK_FLOPS.items() if key in name), None)
+        kind = "bf16" if dtype == torch.bfloat16 else "tf32" if tf32 else "fp32"
+        return next((peaks[kind] for key, peaks in GPU_PEAK_FLOPS if key in name), None)
     return CPU_PEAK_FLOPS_PER_CORE * torch.get_num_threads()
 
 

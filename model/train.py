@@ -35,7 +35,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from model import parallel, train_state
+from model import parallel, sharded_state, train_state
 from model.optim import build_optimizers, learning_rate_schedule, set_learning_rate
 from model.throughput import Throughput, assumed_peak_flops, progress_line
 from model.train_config import TrainConfig, accumulation_steps
@@ -53,6 +53,9 @@ class Worker:
     world_size: int
     device: torch.device
     autocast: Any  # a factory of the precision context for forward passes
+    # Which part of each global batch this worker trains on: the workers of one pipeline share one.
+    data_rank: int
+    data_ranks: int
 
     def all_reduce_sum(self, values: list[float]) -> list[float]:
         return parallel.all_reduce_sum(values, self.device)
@@ -87,8 +90,12 @@ class TrainingTask(Protocol):
     def dataset_config(self) -> ray.train.DataConfig | None:
         """Driver side: how Ray Train hands those datasets to the workers (None: Ray's default split)."""
 
-    def build_model(self) -> nn.Module:
-        """The bare model on the CPU (random init or loaded weights); the loop wraps and moves it."""
+    def build_model(self, load_weights: bool = True) -> nn.Module:
+        """The bare model on the CPU (random init, or the weights it starts from if ``load_weights``);
+        the loop wraps and moves it. Under FSDP it is built on the ``meta`` device without weights."""
+
+    def loads_weights(self) -> bool:
+        """Whether the model starts from saved weights rather than a random init."""
 
     def train_batches(self, worker: Worker, micro_batch_size: int, state: dict[str, Any] | None) -> ResumableBatches:
         """This worker's micro-batches, from the saved position ``state`` if there is one."""
@@ -110,9 +117,6 @@ class TrainingTask(Protocol):
 
     def save_model(self, state: dict[str, torch.Tensor], directory: Path) -> None:
         """Write full (unsharded) weights as the task's model format."""
-
-    def load_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
-        """Read weights written by ``save_model``."""
 
     def exports(self, model_dir: Path, scratch: Path) -> dict[str, Path]:
         """Driver side, at the end: other formats of the final model to keep, as artifact path -> folder."""
@@ -138,24 +142,26 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     rank, world_size, device = worker.rank, worker.world_size, worker.device
     optimizers = build_optimizers(model, config.optim)
     schedule = learning_rate_schedule(config.optim, config.run.max_steps)
-    accumulation = accumulation_steps(config.batch, task.sequence_length, world_size)
+    accumulation = accumulation_steps(config.batch, task.sequence_length, worker.data_ranks)
 
     step, tokens_seen, loader_state = 0, 0, None
-    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts this run after a failure
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts or a rerun continues this run
     restarted = checkpoint is not None
     if checkpoint is None and config.checkpoint.resume_from:
         checkpoint = ray.train.Checkpoint(config.checkpoint.resume_from)
     if checkpoint is not None:
-        step, tokens_seen, loader_state = _restore(checkpoint, model, optimizers, task, worker)
+        step, tokens_seen, loader_state = _restore(checkpoint, model, optimizers, worker, config.run.seed)
     else:
         train_state.seed_everything(config.run.seed + rank)  # each worker its own dropout masks
     start_step = step
+    writer = sharded_state.ShardedWriter(asynchronous=config.parallel.async_checkpoint)
 
     batches = task.train_batches(worker, config.batch.micro_batch_size, loader_state)
     batch_iterator = iter(batches)
     logger = RunLogger(job.tracking_uri, job.run_id) if rank == 0 and job.run_id else None
     flops_per_token = task.flops_per_token(parallel.inner_module(model))
-    peak_flops = config.tracking.peak_flops_per_worker or assumed_peak_flops(device)
+    peak_flops = config.tracking.peak_flops_per_worker or assumed_peak_flops(
+        device, parallel.compute_dtype(config.parallel, device), config.parallel.allow_tf32)
     meter = Throughput(config.run.max_steps)
     if logger and not restarted:  # a restart logs into the same run, whose params are set already
         logger.log_params({"device": _device_name(device), "world_size": world_size,
@@ -167,6 +173,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
              f"micro-batch(es) of {config.batch.micro_batch_size} per worker per step"
              + (f", resumed from step {step}" if step else ""))
 
+    pending: PendingCheckpoint | None = None
     model.train()
     while step < config.run.max_steps:
         started = time.perf_counter()
@@ -218,8 +225,14 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                 log.info(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in evaluation.metrics.items()))
         if logger and metrics:
             logger.log_metrics(metrics, step)
+        if pending is not None:  # the previous step's checkpoint has been written meanwhile
+            pending.report(writer)
+            pending = None
         if step % config.checkpoint.every_steps == 0 or final:
-            _save_checkpoint(model, optimizers, task, batches, worker, step, tokens_seen, metrics)
+            pending = PendingCheckpoint.start(model, optimizers, batches, worker, writer, step, tokens_seen, metrics)
+            if final or watch.stopped or not writer.asynchronous:
+                pending.report(writer)
+                pending = None
         elif metrics:
             ray.train.report({**metrics, "step": step})
         if watch.stopped:
@@ -305,9 +318,22 @@ def _set_up(config: TrainConfig, task: TrainingTask) -> tuple[Worker, nn.Module]
     rank, world_size = context.get_world_rank(), context.get_world_size()
     _quiet_console(rank)
     device = ray.train.torch.get_device()
-    worker = Worker(rank, world_size, device, lambda: parallel.autocast(config.parallel, device))
+    worker = Worker(rank, world_size, device, lambda: parallel.autocast(config.parallel, device),
+                    data_rank=rank, data_ranks=world_size)
     train_state.seed_everything(config.run.seed)  # the same initial weights on every worker
-    return worker, parallel.parallelize(task.build_model(), config.parallel, device, world_size)
+    if config.parallel.strategy != "fsdp":
+        return worker, parallel.parallelize(task.build_model(), config.parallel, device, world_size)
+    # FSDP: the architecture on the meta device (no memory), sharded, then each worker's shards
+    # get memory and values: drawn from the init, or sent from rank 0's copy of the saved weights.
+    with torch.device("meta"):
+        model = task.build_model(load_weights=False)
+    model = parallel.parallelize(model, config.parallel, device, world_size)
+    parallel.materialize(model, device)
+    full_state = None
+    if task.loads_weights():
+        full_state = task.build_model().state_dict() if rank == 0 else {}
+    parallel.initialize(model, full_state)
+    return worker, model
 
 
 def _train_step(
@@ -348,50 +374,72 @@ def _train_step(
     return loss, grad_norm, applied
 
 
-def _save_checkpoint(
-    model: nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    task: TrainingTask,
-    batches: ResumableBatches,
-    worker: Worker,
-    step: int,
-    tokens_seen: int,
-    metrics: dict[str, float],
-) -> None:
-    """Every worker writes its part into a temporary folder; Ray Train merges and persists them."""
-    model_state, optimizer_state = parallel.full_state_dicts(model, optimizers)
-    with tempfile.TemporaryDirectory(prefix="webllm-checkpoint-") as temporary:
-        directory = Path(temporary)
+@dataclass
+class PendingCheckpoint:
+    """A checkpoint being written: reported to Ray Train once the write is complete, so a step
+    waits only for the state's copy into memory (with ``parallel.async_checkpoint``)."""
+
+    folder: tempfile.TemporaryDirectory
+    step: int
+    metrics: dict[str, float]
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        batches: ResumableBatches,
+        worker: Worker,
+        writer: sharded_state.ShardedWriter,
+        step: int,
+        tokens_seen: int,
+        metrics: dict[str, float],
+    ) -> PendingCheckpoint:
+        """Every worker writes its part into a folder of its own; Ray Train merges them."""
+        folder = tempfile.TemporaryDirectory(prefix="webllm-checkpoint-")
+        directory = Path(folder.name)
         if worker.rank == 0:
-            task.save_model(model_state, directory / train_state.MODEL_DIR)
-            train_state.save_train_state(directory, optimizer=optimizer_state, step=step, tokens_seen=tokens_seen,
-                                         world_size=worker.world_size)
+            train_state.save_train_state(directory, step=step, tokens_seen=tokens_seen, world_size=worker.world_size)
         train_state.save_worker_state(directory, worker.rank, loader=batches.state_dict())
-        ray.train.report(
-            {**metrics, "step": step},
-            checkpoint=ray.train.Checkpoint.from_directory(directory),
-            checkpoint_dir_name=train_state.checkpoint_name(step),
-        )
-    log.info(f"step {step}: checkpoint saved")
+        writer.save(model, optimizers, directory / train_state.STATE_DIR)
+        return cls(folder, step, metrics)
+
+    def report(self, writer: sharded_state.ShardedWriter) -> None:
+        writer.wait()
+        with self.folder:
+            ray.train.report(
+                {**self.metrics, "step": self.step},
+                checkpoint=ray.train.Checkpoint.from_directory(self.folder.name),
+                checkpoint_dir_name=train_state.checkpoint_name(self.step),
+            )
+        log.info(f"step {self.step}: checkpoint saved")
 
 
 def _restore(
     checkpoint: ray.train.Checkpoint,
     model: nn.Module,
     optimizers: list[torch.optim.Optimizer],
-    task: TrainingTask,
     worker: Worker,
+    seed: int,
 ) -> tuple[int, int, dict[str, Any]]:
-    """Load a training checkpoint; returns (step, tokens seen, this worker's loader state)."""
+    """Load a training checkpoint, written by any number of workers; returns (step, tokens seen,
+    the loader state to continue from).
+
+    Model and optimizer come back resharded for this run's workers. On as many workers as wrote
+    it, each worker also gets back its own generators and loader position: the run continues
+    bit for bit. On another number, the loader continues from the global position that rank 0
+    recorded (a token stream's position is global: see model/data.py), and each worker's
+    generators (dropout) are seeded afresh from the seed, its rank and the step.
+    """
     with checkpoint.as_directory() as folder:
         directory = Path(folder)
         state = train_state.load_train_state(directory)
-        if state["world_size"] != worker.world_size:
-            # Each worker's data position and generators belong to its rank in that world size.
-            raise ValueError(f"{checkpoint.path} was written by {state['world_size']} workers: resume it with as "
-                             f"many (scaling.num_workers), not {worker.world_size}")
-        model_state = task.load_model_state(directory / train_state.MODEL_DIR)
-        worker_state = train_state.load_worker_state(directory, worker.rank)
-    parallel.load_full_state_dicts(model, optimizers, model_state, state["optimizer"])
-    train_state.restore_rng_state(worker_state["rng"])
+        sharded_state.load_sharded(model, optimizers, directory / train_state.STATE_DIR)
+        same_workers = state["world_size"] == worker.world_size
+        worker_state = train_state.load_worker_state(directory, worker.rank if same_workers else 0)
+    if same_workers:
+        train_state.restore_rng_state(worker_state["rng"])
+    else:
+        log.info(f"resuming on {worker.world_size} workers a checkpoint written by {state['world_size']}")
+        train_state.seed_everything(seed + worker.rank + 1_000_003 * state["step"])
     return state["step"], state["tokens_seen"], worker_state["loader"]

@@ -90,8 +90,9 @@ class TrackingConfig:
     experiment: str = "pretraining"
     # Register the final model under this name in the MLflow model registry (None: do not register).
     registered_model: str | None = None
-    # The peak FLOP/s of one worker's device that MFU is measured against. None: a known GPU's bf16
-    # dense peak, or for CPU workers 100 GFLOP/s per thread (a nominal AVX-512 FMA core).
+    # The peak FLOP/s of one worker's device that MFU is measured against. None: a known GPU's dense
+    # peak at the run's precision (model/throughput.py), or for CPU workers 100 GFLOP/s per thread
+    # (a nominal AVX-512 FMA core).
     peak_flops_per_worker: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -114,22 +115,26 @@ class TrainConfig:
             raise ValueError("run.early_stopping_evals: needs checkpoint.keep_best, the metric to watch")
 
 
-def accumulation_steps(batch: BatchConfig, sequence_length: int, world_size: int) -> int:
-    """Micro-steps per optimizer step on each worker, so that all workers together process exactly
-    the global batch: global = micro_batch_size x world_size x accumulation."""
-    if batch.global_batch_tokens is not None:
-        if batch.global_batch_tokens % sequence_length:
-            raise ConfigError(
-                f"batch.global_batch_tokens: {batch.global_batch_tokens} is not a multiple of the "
-                f"sequence length {sequence_length}"
-            )
-        sequences = batch.global_batch_tokens // sequence_length
-    else:
-        sequences = batch.global_batch_size
-    per_micro_step = batch.micro_batch_size * world_size
+def global_batch_sequences(batch: BatchConfig, sequence_length: int) -> int:
+    """Sequences per optimizer step, all workers together."""
+    if batch.global_batch_tokens is None:
+        return batch.global_batch_size
+    if batch.global_batch_tokens % sequence_length:
+        raise ConfigError(
+            f"batch.global_batch_tokens: {batch.global_batch_tokens} is not a multiple of the "
+            f"sequence length {sequence_length}"
+        )
+    return batch.global_batch_tokens // sequence_length
+
+
+def accumulation_steps(batch: BatchConfig, sequence_length: int, data_ranks: int) -> int:
+    """Micro-steps per optimizer step on each data-parallel rank, so that all of them together
+    process exactly the global batch: global = micro_batch_size x data_ranks x accumulation."""
+    sequences = global_batch_sequences(batch, sequence_length)
+    per_micro_step = batch.micro_batch_size * data_ranks
     if sequences % per_micro_step:
         raise ConfigError(
             f"batch: a global batch of {sequences} sequences is not a whole number of micro-batches of "
-            f"{batch.micro_batch_size} on each of {world_size} workers"
+            f"{batch.micro_batch_size} on each of {data_ranks} data-parallel workers"
         )
     return sequences // per_micro_step

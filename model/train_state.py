@@ -1,15 +1,23 @@
-"""Training checkpoints: everything a run needs to continue exactly where it stopped.
+"""Training checkpoints: everything a run needs to continue exactly where it stopped, on any
+number of workers.
 
 A training checkpoint is one folder; Ray Train merges into it what each worker reports:
 
-    model/            the weights, in the task's format (ours: model.safetensors + model.json)
-    train_state.pt    the optimizer (full, unsharded), the step and the tokens seen   [rank 0]
-    rank-00000.pt     one worker's random-number generators and data-loader position  [every rank]
+    state/            model and optimizer, written in shards by torch.distributed.checkpoint (DCP):
+                      each worker writes its own part (an FSDP shard, a pipeline stage; a replicated
+                      DDP tensor once), and nothing is gathered onto one worker
+    train_state.pt    the step and the tokens seen                                 [rank 0]
+    rank-00000.pt     one worker's random-number generators and data-loader position [every rank]
+    model/            the full model in the task's format (ours: model.safetensors + model.json),
+                      written once, by the driver, into the checkpoint the run keeps as its model
 
+DCP's files name tensors by their parameter names, which are the same under DDP, FSDP and a
+pipeline, so a checkpoint loads under any of them and any number of workers: DCP reshards.
 The learning-rate schedule is a function of the step, so the step is its whole state.
 
 The ``.pt`` files hold only tensors, numbers, strings, lists and dicts: they are read with
-``torch.load(weights_only=True)``, so loading a checkpoint never runs pickled code.
+``torch.load(weights_only=True)``; DCP's files hold tensors and its own metadata, so loading a
+checkpoint never runs pickled code.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import numpy as np
 import torch
 
 MODEL_DIR = "model"
+STATE_DIR = "state"
 TRAIN_STATE_FILE = "train_state.pt"
 
 
@@ -66,11 +75,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_train_state(directory: Path, *, optimizer: dict[str, Any], step: int, tokens_seen: int, world_size: int) -> None:
-    torch.save(
-        {"optimizer": optimizer, "step": step, "tokens_seen": tokens_seen, "world_size": world_size},
-        directory / TRAIN_STATE_FILE,
-    )
+def save_train_state(directory: Path, *, step: int, tokens_seen: int, world_size: int) -> None:
+    torch.save({"step": step, "tokens_seen": tokens_seen, "world_size": world_size}, directory / TRAIN_STATE_FILE)
 
 
 def load_train_state(directory: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from pipeline.config import ConfigError, config_dataclass, validate
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
 
 _TRAINING_CHECKPOINT = re.compile(r"checkpoint-\d+")
-WEIGHTLESS_FIELDS = {"drop_rate", "activation_checkpointing"}
+WEIGHTLESS_FIELDS = {"drop_rate"}
 
 
 @config_dataclass
@@ -37,7 +37,7 @@ class BaseModelConfig:
     preset: str = "tiny"  # random init only; vocab_size follows the tokenizer
     tokenizer: str = "gpt2"  # random init only (a checkpoint names its own tokenizer)
     # GPTConfig fields to change: for a random init any field; with ``init_from`` only those that do
-    # not touch the weights (drop_rate, activation_checkpointing).
+    # not touch the weights (drop_rate).
     overrides: dict[str, Any] = field(default_factory=dict)
     # The MLflow run that produced ``init_from``, for the lineage params. None: looked up in MLflow
     # by the training run that wrote the checkpoint (its run.output and run.name), if any.
@@ -66,10 +66,11 @@ def base_config(config: BaseModelConfig) -> tuple[GPTConfig, dict[str, Any]]:
     return model_config, {"spec": config.tokenizer, **tokenizer_identity(encoding)}
 
 
-def build_base(config: BaseModelConfig, model_config: GPTConfig) -> GPT:
-    """The starting model on the CPU: the checkpoint's weights, or a random init (seeded by the caller)."""
+def build_base(config: BaseModelConfig, model_config: GPTConfig, load_weights: bool = True) -> GPT:
+    """The starting model on the CPU: the checkpoint's weights (if ``load_weights``), or a random
+    init (seeded by the caller)."""
     model = GPT(model_config)
-    if config.init_from:
+    if load_weights and config.init_from:
         pretrained, _ = load_pretrained(resolve_checkpoint(config.init_from))
         model.load_state_dict(pretrained.state_dict())
     return model

@@ -115,8 +115,8 @@ class FinetuneTask(ABC):
             self._encoding = load_tokenizer(self.tokenizer["spec"])
         return self._encoding
 
-    def build_model(self) -> nn.Module:
-        model = self.wrap(build_base(self.config.model, self.model_config))
+    def build_model(self, load_weights: bool = True) -> nn.Module:
+        model = self.wrap(build_base(self.config.model, self.model_config, load_weights))
         lora = self.config.trainable.lora
         if lora.enabled:
             apply_lora(self._gpt(model), lora)
@@ -130,6 +130,9 @@ class FinetuneTask(ABC):
     def _gpt(self, model: nn.Module) -> GPT:
         return model.get_submodule(self.gpt_prefix.rstrip(".")) if self.gpt_prefix else model
 
+    def loads_weights(self) -> bool:
+        return self.config.model.init_from is not None
+
     def datasets(self) -> dict[str, Any]:
         return {}
 
@@ -138,7 +141,8 @@ class FinetuneTask(ABC):
 
     def train_batches(self, worker: Worker, micro_batch_size: int, state: dict[str, Any] | None) -> ExampleBatches:
         return ExampleBatches(self.train_examples(), self.train_collate(), micro_batch_size,
-                              seed=self.config.run.seed, rank=worker.rank, world_size=worker.world_size, state=state)
+                              seed=self.config.run.seed, rank=worker.data_rank, world_size=worker.data_ranks,
+                              state=state)
 
     def stream_metrics(self, batches: ExampleBatches) -> dict[str, float]:
         return {"epoch": batches.epochs_done()}
@@ -150,15 +154,12 @@ class FinetuneTask(ABC):
         metadata = {"kind": self.kind, "lora": self._lora_metadata(), **self.metadata()}
         save_finetuned(state, directory, self.model_config, self.tokenizer, metadata, self.gpt_prefix)
 
-    def load_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
-        return load_finetuned_state(directory, self.gpt_prefix)[0]
-
     def load_model(self, directory: Path) -> nn.Module:
         """The model a training checkpoint's ``model/`` folder holds, in eval mode on the CPU."""
         model = self.wrap(GPT(self.model_config))
         if self.config.trainable.lora.enabled:
             apply_lora(self._gpt(model), self.config.trainable.lora)
-        model.load_state_dict(self.load_model_state(directory))
+        model.load_state_dict(load_finetuned_state(directory, self.gpt_prefix)[0])
         return model.eval()
 
     def _lora_metadata(self) -> dict[str, Any] | None:

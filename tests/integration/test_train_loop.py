@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from model import data
+from model.checkpoint import save_checkpoint
+from model.gpt import GPT
 from model.launch import launch
 from model.pretrain import PretrainConfig, PretrainTask
-from model.train import Evaluation
 from pipeline.build import BuildConfig, build
 from pipeline.config import to_dict, validate
 from pipeline.tokenize import TokenizeConfig, build_token_shards
@@ -130,56 +131,54 @@ def test_resumed_run_repeats_the_uninterrupted_one_exactly(learned, shakespeare,
     assert resumed.result.metrics["val_loss"] == learned.result.metrics["val_loss"]
 
 
-class FixedOrderTask(PretrainTask):
-    """Pretraining on batches that do not depend on the number of workers: worker ``r`` of ``W``
-    takes global micro-batch ``j * W + r`` as its ``j``-th, so every optimizer step sees the same
-    global batch (the loader proper gives each worker its own part of a shuffle, which differs with W)."""
-
-    def __init__(self, config: PretrainConfig, shakespeare: Shakespeare):
-        super().__init__(config)
-        self.rows = shakespeare.train_rows
-
-    def datasets(self) -> dict[str, Any]:
-        return {}
-
-    def dataset_config(self) -> None:
-        return None
-
-    def train_batches(self, worker, micro_batch_size, state):
-        return FixedOrderBatches(self.rows, worker.rank, worker.world_size, micro_batch_size)
-
-    def evaluate(self, model, worker, step, final) -> Evaluation:
-        return Evaluation()
-
-
-class FixedOrderBatches:
-    def __init__(self, rows: pa.Table, rank: int, world_size: int, micro_batch_size: int):
-        self.rows, self.rank, self.world_size, self.size = rows, rank, world_size, micro_batch_size
-        self.taken = 0
-
-    def __iter__(self):
-        while True:
-            start = (self.taken * self.world_size + self.rank) * self.size
-            self.taken += 1
-            yield data.model_batch(self.rows.take(np.arange(start, start + self.size) % len(self.rows)))
-
-    def state_dict(self) -> dict[str, int]:
-        return {"taken": self.taken}
-
-
-def test_one_worker_accumulating_four_equals_two_workers_accumulating_two(shakespeare, tmp_path):
-    """Global batch 32 = 1 worker x 4 micro-batches of 8 = 2 workers x 2 micro-batches of 8, with
-    DDP and with FSDP: the same loss curve, up to float rounding."""
-    losses = {}
+@pytest.fixture(scope="module")
+def splits(shakespeare, tmp_path_factory) -> dict[tuple[str, int], Any]:
+    """The same 20 steps (global batch 32, no dropout) as 1 worker x 4 micro-batches of 8, and as
+    2 workers x 2, under DDP and FSDP, checkpointed at step 10."""
+    output = tmp_path_factory.mktemp("splits")
+    # One initial model for all: FSDP draws each shard's init on its own worker, the same in
+    # distribution but not in value as one worker's; loading it also takes FSDP's broadcast path.
+    task = PretrainTask(pretrain_config(shakespeare, output))
+    torch.manual_seed(0)
+    save_checkpoint(GPT(task.model_config), output / "init", task.tokenizer)
+    outcomes = {}
     for workers, strategy in ((1, "ddp"), (2, "ddp"), (2, "fsdp")):
-        config = pretrain_config(
-            shakespeare, tmp_path, run={"name": f"{strategy}-{workers}", "max_steps": 20, "eval_every_steps": 20},
-            model={"overrides": {"drop_rate": 0.0}}, scaling={"num_workers": workers},
-            checkpoint={"every_steps": 20}, parallel={"strategy": strategy},
-        )
-        outcome = launch(config, FixedOrderTask(config, shakespeare), to_dict(config), {}, [])
-        losses[strategy, workers] = [entry["loss"] for entry in outcome.history]
-    assert [len(curve) for curve in losses.values()] == [20, 20, 20]
-    np.testing.assert_allclose(losses["ddp", 2], losses["ddp", 1], rtol=1e-5)
-    np.testing.assert_allclose(losses["fsdp", 2], losses["ddp", 1], rtol=1e-5)
-    assert losses["ddp", 1][-1] < losses["ddp", 1][0] - 0.5  # it trained: the curves compared are not flat
+        config = split_config(shakespeare, output, output / "init", f"{strategy}-{workers}", workers, strategy)
+        outcomes[strategy, workers] = launch(config, PretrainTask(config), to_dict(config), {}, [])
+    return outcomes
+
+
+def split_config(shakespeare: Shakespeare, output: Path, init: Path, name: str, workers: int, strategy: str,
+                 **checkpoint) -> PretrainConfig:
+    return pretrain_config(
+        shakespeare, output, run={"name": name, "max_steps": 20, "eval_every_steps": 20},
+        model={"init_from": str(init), "overrides": {"drop_rate": 0.0}}, scaling={"num_workers": workers},
+        checkpoint={"every_steps": 10, **checkpoint}, parallel={"strategy": strategy},
+    )
+
+
+def losses(outcome) -> list[float]:
+    return [entry["loss"] for entry in outcome.history]
+
+
+def test_one_worker_accumulating_four_equals_two_workers_accumulating_two(splits):
+    """The loader gives each step the same global batch for any number of workers, and accumulation
+    is exact: the same loss curve, up to float rounding, under DDP and FSDP."""
+    assert [len(outcome.history) for outcome in splits.values()] == [20, 20, 20]
+    np.testing.assert_allclose(losses(splits["ddp", 2]), losses(splits["ddp", 1]), rtol=1e-5)
+    np.testing.assert_allclose(losses(splits["fsdp", 2]), losses(splits["ddp", 1]), rtol=1e-5)
+    assert losses(splits["ddp", 1])[-1] < losses(splits["ddp", 1])[0] - 0.5  # it trained: the curves are not flat
+
+
+@pytest.mark.parametrize(("written_by", "resumed_on"), [(("fsdp", 2), ("ddp", 1)), (("ddp", 1), ("fsdp", 2))])
+def test_a_checkpoint_resumes_on_another_number_of_workers(splits, shakespeare, tmp_path, written_by, resumed_on):
+    """Sharded checkpoints reshard, and the loader's position is global: steps 11-20 resumed on
+    another number of workers (and another strategy) repeat the uninterrupted run's losses. Up to
+    float rounding (rtol 1e-5): the same sums, added in another order."""
+    run_folder = Path(splits[written_by].checkpoint.path).parent
+    strategy, workers = resumed_on
+    config = split_config(shakespeare, tmp_path, run_folder.parent / "init", "resumed", workers, strategy,
+                          resume_from=str(run_folder / "checkpoint-00000010"))
+    resumed = launch(config, PretrainTask(config), to_dict(config), {}, [])
+    assert [entry["step"] for entry in resumed.history] == list(range(11, 21))
+    np.testing.assert_allclose(losses(resumed), losses(splits[resumed_on])[10:], rtol=1e-5)

@@ -140,15 +140,20 @@ def test_head_is_tied_and_init_follows_gpt2():
     assert model.tok_emb.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+def test_activation_checkpointing_gives_the_same_gradients_and_names():
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from model.parallel import checkpoint_blocks
+
     ids = random_tokens(2, 32)
-    gradients = []
-    for checkpointing in (False, True):
-        model = tiny_model(activation_checkpointing=checkpointing).train()
+    plain, wrapped = tiny_model().train(), tiny_model().train()
+    checkpoint_blocks(wrapped)
+    for model in (plain, wrapped):
         model(ids, ids)[1].backward()
-        gradients.append({name: param.grad for name, param in model.named_parameters()})
-    for name, grad in gradients[0].items():
-        torch.testing.assert_close(gradients[1][name], grad, msg=name)
+    assert get_model_state_dict(wrapped).keys() == plain.state_dict().keys()  # checkpoints name no wrapper
+    gradients = {name.replace("_checkpoint_wrapped_module.", ""): param.grad for name, param in wrapped.named_parameters()}
+    for name, param in plain.named_parameters():
+        torch.testing.assert_close(gradients[name], param.grad, msg=name)
 
 
 def test_context_length_is_enforced():

@@ -13,13 +13,11 @@ from model.data import (
     LoaderConfig,
     TokenSourceConfig,
     _RowStream,
-    epoch_slices,
-    mixture_counts,
     model_batch,
-    read_slice,
-    rows_drawn,
+    rank_intervals,
+    read_worker_part,
     sources,
-    worker_slices,
+    step_counts,
 )
 from pipeline.config import ConfigError
 from pipeline.tokenize import TokenizeConfig
@@ -35,83 +33,102 @@ def token_dir(corpus, tmp_path_factory) -> str:
     return str(out)
 
 
-def plan_row(root: str, epoch: int, split: str = "train", seed: int = 7, limit: int = -1) -> dict:
-    return {"source": 0, "root": root, "split": split, "seed": seed, "shuffle": split == "train", "limit": limit, "epoch": epoch}
+def train_row(root: str, epoch: int, *, global_batch: int = 24, steps: int = 60, seed: int = 7, stages: int = 1) -> dict:
+    return {"source": 0, "root": root, "seed": seed, "stages": stages, "split": "train", "weights": [1.0],
+            "global_batch": global_batch, "steps": steps, "epoch": epoch}
 
 
-def ids_read(row: dict, rank: int, world_size: int) -> list[int]:
-    return [i for piece in worker_slices(row, rank, world_size) for i in read_slice(piece)["sequence_id"].to_pylist()]
+def val_row(root: str, limit: int = -1) -> dict:
+    return {"source": 0, "root": root, "seed": 7, "stages": 1, "split": "val", "limit": limit}
 
 
-def test_epoch_slices_cut_one_order_into_contiguous_parts():
-    rows = np.array([5, 3, 7, 1], dtype=np.int64)
-    parts = [epoch_slices(rows, (r * 4, r * 4 + 4), [1, 2]) for r in range(4)]
-    order = np.random.default_rng([1, 2]).permutation(4)
-    flat = [(chunk, i) for part in parts for chunk, start, end in part for i in range(start, end)]
-    expected = [(int(chunk), i) for chunk in order for i in range(rows[chunk])][:16]
-    assert flat == expected
+def rows_read(row: dict, rank: int, world_size: int) -> list[tuple[int, int]]:
+    """(step, sequence id) of every row ``rank`` of ``world_size`` reads from one plan row."""
+    tables = list(read_worker_part(pa.Table.from_pylist([row]), rank, world_size))
+    return [(step, sequence) for table in tables
+            for step, sequence in zip(table["step"].to_pylist(), table["sequence_id"].to_pylist())]
 
 
-def test_each_worker_gets_an_equal_disjoint_part_of_every_epoch(token_dir):
-    manifest = sources(LoaderConfig(sources=[TokenSourceConfig(path=token_dir)]))[0][2]
-    total = manifest["splits"]["train"]["sequences"]
-    assert len(manifest["splits"]["train"]["shards"]) == 3
-    for world_size in (1, 2, 3):
-        parts = [ids_read(plan_row(token_dir, 0), rank, world_size) for rank in range(world_size)]
-        assert {len(part) for part in parts} == {total // world_size}
-        everything = [i for part in parts for i in part]
-        assert len(set(everything)) == len(everything)  # sequence ids are unique within a split
+def test_every_step_has_the_same_global_batch_for_any_number_of_workers(token_dir):
+    total = sources(LoaderConfig(sources=[TokenSourceConfig(path=token_dir)]))[0][2]["splits"]["train"]["sequences"]
+    whole = rows_read(train_row(token_dir, 0), 0, 1)
+    assert len(whole) == total and len({sequence for _, sequence in whole}) == total  # one epoch, each row once
+    assert [step for step, _ in whole] == sorted(step for step, _ in whole)  # in step order
+    assert {step for step, _ in whole} == set(range(total // 24 + 1))  # 24 rows a step
+    for world_size in (2, 3, 4):
+        parts = [rows_read(train_row(token_dir, 0), rank, world_size) for rank in range(world_size)]
+        # Rank r takes the r-th part of each step: the parts side by side are the one-worker stream.
+        by_step = [row for step in range(total // 24 + 1) for part in parts for row in part if row[0] == step]
+        assert by_step == whole
+        assert {sum(1 for row in part if row[0] == 3) for part in parts} == {24 // world_size}
+
+
+def test_pipeline_workers_of_one_replica_read_the_same_rows(token_dir):
+    row = train_row(token_dir, 0, stages=2)
+    assert rows_read(row, 0, 4) == rows_read(row, 1, 4) != rows_read(row, 2, 4) == rows_read(row, 3, 4)
+    assert rows_read(row, 0, 4) == rows_read(train_row(token_dir, 0), 0, 2)
 
 
 def test_the_order_changes_every_epoch_and_repeats_with_the_seed(token_dir):
-    first, second = ids_read(plan_row(token_dir, 0), 0, 1), ids_read(plan_row(token_dir, 1), 0, 1)
-    assert sorted(first) == sorted(second) and first != second
-    assert ids_read(plan_row(token_dir, 1), 0, 1) == second
-    assert ids_read(plan_row(token_dir, 1, seed=8), 0, 1) != second
+    first, second = rows_read(train_row(token_dir, 0), 0, 1), rows_read(train_row(token_dir, 1), 0, 1)
+    assert sorted(s for _, s in first) == sorted(s for _, s in second)
+    assert [s for _, s in first] != [s for _, s in second]
+    assert rows_read(train_row(token_dir, 1), 0, 1) == second
+    assert rows_read(train_row(token_dir, 1, seed=8), 0, 1) != second
+    assert second[0][0] == len(first) // 24  # the second epoch goes on where the first stopped
 
 
 def test_validation_is_every_val_row_in_manifest_order_for_any_world_size(token_dir):
-    whole = ids_read(plan_row(token_dir, 0, "val"), 0, 1)
+    whole = [s for _, s in rows_read(val_row(token_dir), 0, 1)]
     assert whole == sorted(whole) and len(whole) > 3
     for world_size in (2, 3):
-        joined = [i for rank in range(world_size) for i in ids_read(plan_row(token_dir, 0, "val"), rank, world_size)]
+        joined = [s for rank in range(world_size) for _, s in rows_read(val_row(token_dir), rank, world_size)]
         assert joined == whole
-    assert ids_read(plan_row(token_dir, 0, "val", limit=3), 0, 1) == whole[:3]
+    assert [s for _, s in rows_read(val_row(token_dir, limit=3), 0, 1)] == whole[:3]
 
 
 def test_mixture_draws_follow_the_weights_and_are_the_same_everywhere():
-    counts = np.concatenate([mixture_counts([3.0, 1.0], 8, block, seed=5) for block in range(20)])
+    counts = step_counts([3.0, 1.0], 8, 20 * MIXTURE_BLOCK, seed=5)
     assert counts.shape == (20 * MIXTURE_BLOCK, 2) and set(counts.sum(axis=1)) == {8}
-    share = counts[:, 0].sum() / counts.sum()
-    assert abs(share - 0.75) < 0.01
-    assert np.array_equal(mixture_counts([3.0, 1.0], 8, 4, seed=5), counts[4 * MIXTURE_BLOCK : 5 * MIXTURE_BLOCK])
-    assert not np.array_equal(mixture_counts([3.0, 1.0], 8, 4, seed=6), counts[4 * MIXTURE_BLOCK : 5 * MIXTURE_BLOCK])
-    steps = 2 * MIXTURE_BLOCK + 100
-    assert rows_drawn([3.0, 1.0], 8, steps, seed=5).tolist() == counts[:steps].sum(axis=0).tolist()
-    assert rows_drawn([1.0], 8, steps, seed=5).tolist() == [8 * steps]
+    assert abs(counts[:, 0].sum() / counts.sum() - 0.75) < 0.01
+    assert np.array_equal(step_counts([3.0, 1.0], 8, 100, seed=5), counts[:100])  # a prefix of the same draws
+    assert not np.array_equal(step_counts([3.0, 1.0], 8, 100, seed=6), counts[:100])
+    assert step_counts([1.0], 8, 3, seed=5).tolist() == [[8], [8], [8]]
 
 
-def fake_batches(total: int, size: int):
-    for start in range(0, total, size):
-        ids = torch.arange(start, min(total, start + size))
-        yield {"input_ids": ids[:, None].repeat(1, 3), "sequence_id": ids}
+def test_rank_intervals_cut_each_step_into_equal_parts_across_sources():
+    counts = np.array([[5, 3], [2, 6], [8, 0]])  # 8 rows a step from two sources
+    parts = {(rank, source): rank_intervals(counts, source, rank, 2) for rank in (0, 1) for source in (0, 1)}
+    starts, ends, steps = parts[0, 0]  # rank 0: rows 0-3 of each step's batch
+    assert (starts.tolist(), ends.tolist(), steps.tolist()) == ([0, 5, 7], [4, 7, 11], [0, 1, 2])
+    starts, ends, steps = parts[1, 1]  # rank 1: rows 4-7, source 1 starting at row 5, 2 and 8
+    assert (starts.tolist(), ends.tolist(), steps.tolist()) == ([0, 5], [3, 9], [0, 1])
+    for step in range(3):
+        taken = [sum(int(e - s) for s, e, k in zip(*parts[rank, source]) if k == step) for rank in (0, 1) for source in (0, 1)]
+        assert taken[0] + taken[1] == taken[2] + taken[3] == 4
 
 
-@pytest.mark.parametrize("skip", [0, 3, 5, 12])
-def test_a_resumed_row_stream_continues_where_the_first_stopped(skip):
-    takes = [3, 0, 5, 1, 4, 2]
-    continuous = _RowStream(fake_batches(40, 5), 0, "s")
-    seen = [i for n in [skip] + takes for part in continuous.take(n) for i in part["sequence_id"].tolist()]
-    resumed = _RowStream(fake_batches(40, 5), skip, "s")
-    after = [i for n in takes for part in resumed.take(n) for i in part["sequence_id"].tolist()]
-    assert after == seen[skip:]
+def fake_batches(steps: list[int], size: int):
+    steps = torch.tensor(steps)
+    for start in range(0, len(steps), size):
+        ids = torch.arange(start, min(len(steps), start + size))
+        yield {"input_ids": ids[:, None].repeat(1, 3), "sequence_id": ids, "step": steps[start : start + size]}
+
+
+def test_a_row_stream_takes_each_step_and_skips_the_steps_before():
+    tags = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    stream = _RowStream(fake_batches(tags, 5), "s")
+    assert [i for part in stream.take(0, 3) for i in part["sequence_id"].tolist()] == [0, 1, 2]
+    resumed = _RowStream(fake_batches(tags, 5), "s")  # a resumed worker: steps 0 and 1 are done
+    assert [i for part in resumed.take(2, 3) for i in part["sequence_id"].tolist()] == [6, 7, 8]
+    assert [i for part in resumed.take(3, 3) for i in part["sequence_id"].tolist()] == [9, 10, 11]
 
 
 def test_a_used_up_stream_says_so():
-    stream = _RowStream(fake_batches(4, 5), 0, "web")
-    stream.take(4)
+    stream = _RowStream(fake_batches([0, 0, 0, 0], 5), "web")
+    stream.take(0, 4)
     with pytest.raises(RuntimeError, match="'web': its plan is used up"):
-        stream.take(1)
+        stream.take(1, 1)
 
 
 def test_model_batch_shifts_targets_and_masks_the_padding():

@@ -41,7 +41,7 @@ def test_accumulation_steps_fill_the_global_batch(batch, sequence_length, world_
 )
 def test_batches_that_do_not_divide_are_refused(batch, message):
     with pytest.raises(ConfigError, match=message):
-        accumulation_steps(batch, sequence_length=64, world_size=2)
+        accumulation_steps(batch, sequence_length=64, data_ranks=2)
 
 
 def test_exactly_one_of_tokens_and_sequences():
@@ -82,7 +82,7 @@ def one_step(batches: list[dict[str, torch.Tensor]]) -> tuple[float, GPT]:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     optimizer.param_groups[0]["peak_lr"] = 1.0
     predictions = float(sum(LanguageModeling().prediction_count(batch) for batch in batches))
-    worker = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext)
+    worker = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext, data_rank=0, data_ranks=1)
     loss, _, applied = _train_step(model, [optimizer], LanguageModeling(), batches, predictions, worker, 1.0,
                                    grad_clip=0.0)
     assert applied
@@ -123,7 +123,7 @@ def test_a_step_with_a_non_finite_loss_is_skipped_and_leaves_the_weights():
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     batches = micro_batches()
     predictions = float(sum(LanguageModeling().prediction_count(batch) for batch in batches))
-    worker = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext)
+    worker = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext, data_rank=0, data_ranks=1)
     loss, grad_norm, applied = _train_step(model, [optimizer], LanguageModeling(), batches, predictions, worker,
                                            1.0, grad_clip=1.0)
     assert not applied and not (math.isfinite(loss) and math.isfinite(grad_norm))

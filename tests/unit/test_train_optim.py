@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -106,10 +105,10 @@ def test_frozen_parameters_are_left_out():
 
 
 @pytest.mark.parametrize("name", ["adamw", "muon"])
-def test_the_optimizers_resume_exactly_from_the_checkpointed_state(name):
-    """Through the checkpoint path's own state dicts (full, keyed by parameter name): a run stopped
-    after two steps and resumed takes the same third and fourth steps as one never stopped."""
-    from model.parallel import full_state_dicts, load_full_state_dicts
+def test_the_optimizers_resume_exactly_from_the_checkpointed_state(name, tmp_path):
+    """Through the checkpoint path's own sharded files: a run stopped after two steps and resumed
+    takes the same third and fourth steps as one never stopped."""
+    from model.sharded_state import ShardedWriter, load_sharded
 
     config = OptimConfig(name=name, warmup_steps=0, schedule="wsd")
     batches = [torch.randint(0, 512, (4, 33), generator=torch.Generator().manual_seed(step)) for step in range(4)]
@@ -128,14 +127,15 @@ def test_the_optimizers_resume_exactly_from_the_checkpointed_state(name):
     uninterrupted = GPT(preset("tiny"))
     optimizers = build_optimizers(uninterrupted, config)
     train(uninterrupted, optimizers, range(2))
-    # Copied, as writing the checkpoint copies them: on the CPU the state dicts share the tensors.
-    model_state, optimizer_state = copy.deepcopy(full_state_dicts(uninterrupted, optimizers))
+    writer = ShardedWriter(asynchronous=True)  # the training steps below run while it writes
+    writer.save(uninterrupted, optimizers, tmp_path / "state")
     train(uninterrupted, optimizers, range(2, 4))
+    writer.wait()
 
     torch.manual_seed(1)  # other initial weights: everything must come from the checkpoint
     resumed = GPT(preset("tiny"))
     resumed_optimizers = build_optimizers(resumed, config)
-    load_full_state_dicts(resumed, resumed_optimizers, model_state, optimizer_state)
+    load_sharded(resumed, resumed_optimizers, tmp_path / "state")
     train(resumed, resumed_optimizers, range(2, 4))
     for (name_, a), b in zip(uninterrupted.named_parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name_)

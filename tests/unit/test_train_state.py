@@ -28,18 +28,27 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     assert saved["loader"] == {"epoch": 2, "rows": [3, 4]}
 
 
-def test_train_state_with_optimizer_loads_weights_only(tmp_path):
+def test_model_and_optimizer_state_round_trip_through_sharded_files(tmp_path):
+    from model.sharded_state import ShardedWriter, load_full_model, load_sharded
+
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     model(torch.randn(3, 4)).sum().backward()
     optimizer.step()
-    train_state.save_train_state(tmp_path, optimizer=optimizer.state_dict(), step=5, tokens_seen=640, world_size=2)
+    for asynchronous in (False, True):
+        writer = ShardedWriter(asynchronous)
+        writer.save(model, [optimizer], tmp_path / f"state-{asynchronous}")
+        writer.wait()
+        restored = torch.nn.Linear(4, 2)
+        restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1.0)
+        load_sharded(restored, [restored_optimizer], tmp_path / f"state-{asynchronous}")
+        assert torch.equal(restored.weight, model.weight)
+        assert restored_optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+        assert torch.equal(restored_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+        assert torch.equal(load_full_model(torch.nn.Linear(4, 2), tmp_path / f"state-{asynchronous}").bias, model.bias)
+    train_state.save_train_state(tmp_path, step=5, tokens_seen=640, world_size=2)
     state = train_state.load_train_state(tmp_path)
     assert (state["step"], state["tokens_seen"], state["world_size"]) == (5, 640, 2)
-    restored = torch.optim.AdamW(torch.nn.Linear(4, 2).parameters(), lr=1.0)
-    restored.load_state_dict(state["optimizer"])
-    assert restored.param_groups[0]["betas"] == (0.9, 0.95)
-    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
 
 
 class Arbitrary:
@@ -47,7 +56,7 @@ class Arbitrary:
 
 
 def test_a_pickled_object_is_refused(tmp_path):
-    torch.save({"step": 1, "optimizer": {}, "tokens_seen": 0, "world_size": 1, "payload": Arbitrary()},
+    torch.save({"step": 1, "tokens_seen": 0, "world_size": 1, "payload": Arbitrary()},
                tmp_path / train_state.TRAIN_STATE_FILE)
     with pytest.raises(Exception, match="Weights only load failed"):
         train_state.load_train_state(tmp_path)
@@ -89,3 +98,14 @@ def test_keep_best_needs_a_fresh_evaluation_at_every_checkpoint_and_early_stoppi
         validate(TrainConfig, {"run": {"eval_every_steps": 10}, "checkpoint": {"every_steps": 15, "keep_best": "val_loss"}})
     with pytest.raises(ConfigError, match="early_stopping_evals: needs checkpoint.keep_best"):
         validate(TrainConfig, {"run": {"early_stopping_evals": 3}})
+
+
+def test_the_mfu_peak_tells_gpu_variants_apart_and_follows_the_precision():
+    from model.throughput import GPU_PEAK_FLOPS
+
+    def peak(name: str, kind: str) -> float:
+        return next(peaks[kind] for key, peaks in GPU_PEAK_FLOPS if key in name)
+
+    assert peak("NVIDIA H100 PCIe", "bf16") < peak("NVIDIA H100 80GB HBM3", "bf16")
+    assert peak("NVIDIA L4", "bf16") < peak("NVIDIA L40", "bf16") < peak("NVIDIA L40S", "bf16")
+    assert peak("NVIDIA A100-SXM4-80GB", "fp32") < peak("NVIDIA A100-SXM4-80GB", "tf32") < peak("NVIDIA A100-SXM4-80GB", "bf16")
