@@ -7,7 +7,9 @@
     of the registered model
 
 A rerun with the same ``run.name`` and ``run.output`` continues that Ray Train run from its latest
-checkpoint (Ray Train keeps the run's state in that folder); a finished one is not trained again.
+checkpoint (Ray Train keeps the run's state in that folder), and logs into the same MLflow run
+(found by its ``ray_train_run`` tag): no params logged twice, one loss curve. A finished one is not
+trained again, and registers no new model version.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow.fs
 import ray.data
 import ray.train
@@ -61,17 +64,33 @@ def launch(
     """Train ``task`` as ``config`` says. ``params`` are logged beside the config (model size...)."""
     if not config.tracking.enabled:
         return _fit(config, task, Job(config, task))
-    tags = {"job": config.run.name}
-    with tracking.run(config.tracking.experiment, config.run.name, tags=tags) as active:
+    train_run = f"{absolute(config.run.output)}/{config.run.name}"
+    tags = {"job": config.run.name, TRAIN_RUN_TAG: train_run}
+    # A rerun continues the Ray Train run from its latest checkpoint: it continues its MLflow run too.
+    continued = tracking.find_run(config.tracking.experiment, {TRAIN_RUN_TAG: train_run}) if _has_checkpoints(train_run) else None
+    with tracking.run(config.tracking.experiment, config.run.name, tags=tags, run_id=continued) as active:
         run_id = active.info.run_id
-        tracking.log_config(effective_config)
-        tracking.log_params({**params, "git_commit": tracking.git_commit()})
-        for dataset in datasets:
-            tracking.log_dataset(dataset.manifest, dataset.source, dataset.name)
+        if continued is None:  # a continued run has its params and inputs already
+            tracking.log_config(effective_config)
+            tracking.log_params({**params, "git_commit": tracking.git_commit()})
+            for dataset in datasets:
+                tracking.log_dataset(dataset.manifest, dataset.source, dataset.name)
         outcome = _fit(config, task, Job(config, task, tracking.tracking_uri(), run_id))
         outcome.run_id = run_id
-        _keep_final_model(outcome, task, config)
+        if outcome.history or continued is None:  # a new model only if training ran
+            _keep_final_model(outcome, task, config)
     return outcome
+
+
+# The MLflow tag naming the Ray Train run (its storage folder) an MLflow run tracks.
+TRAIN_RUN_TAG = "ray_train_run"
+
+
+def _has_checkpoints(train_run: str) -> bool:
+    """Whether Ray Train's run folder holds a checkpoint, which a rerun would continue from."""
+    filesystem, path = fsspec.core.url_to_fs(train_run)
+    return filesystem.isdir(path) and any(
+        child.rstrip("/").rsplit("/", 1)[-1].startswith("checkpoint-") for child in filesystem.ls(path, detail=False))
 
 
 def evaluate(config: TrainConfig, task: TrainingTask) -> dict[str, Any]:
@@ -87,7 +106,8 @@ def _fit(config: TrainConfig, task: TrainingTask, job: Job) -> Outcome:
     final = result.checkpoint
     if config.checkpoint.keep_best:  # the model to keep is the best one, not the last
         final = result.get_best_checkpoint(config.checkpoint.keep_best, config.checkpoint.best_mode()) or final
-    _write_full_model(final, task)
+    if returned.get("history"):  # else a finished run, rerun: its model is there already
+        _write_full_model(final, task)
     return Outcome(result=result, checkpoint=final, history=returned.get("history", []))
 
 

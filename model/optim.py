@@ -109,6 +109,10 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     hidden = {id(param) for block in model.modules() if isinstance(block, Block)
               for param in block.parameters() if param.dim() == 2}
     embeddings = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
+    # The LM head is the tied embedding, also where a pipeline stage holds it alone (model/stages.py):
+    # both copies must get the same update.
+    embeddings |= {id(module.out_head.weight) for module in model.modules()
+                   if isinstance(getattr(module, "out_head", None), nn.Linear)}
     groups: dict[str, list[nn.Parameter]] = {"hidden": [], "embeddings": [], "matrices": [], "vectors": []}
     for param in model.parameters():  # each shared (tied) tensor once
         if not param.requires_grad:

@@ -10,24 +10,29 @@ shards (model/sharded_state.py), and load under either strategy.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from model.gpt import GPT, Block
+from model.stages import LocalStages, PipelinedGPT, gather_full_model
 from pipeline.config import config_dataclass
 
 @config_dataclass
 class ParallelConfig:
     # ddp: every worker holds the whole model and optimizer; gradients are averaged.
     # fsdp: parameters, gradients and optimizer state are sharded over workers (FSDP2, fully_shard).
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # pipeline: the blocks are split into pipeline_stages stages, one per worker (model/stages.py);
+    # with num_workers = stages x replicas, the replicas are data parallel (a 2-D mesh). Pretraining.
+    strategy: Literal["ddp", "fsdp", "pipeline"] = "ddp"
     # auto: bfloat16 on GPU (autocast under DDP, a mixed-precision policy under FSDP), float32 on CPU.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     compile: bool = False  # torch.compile: the whole model under DDP, each block under FSDP
@@ -36,6 +41,30 @@ class ParallelConfig:
     allow_tf32: bool = True
     # Save checkpoints in the background (dcp.async_save): a step waits only for the copy to memory.
     async_checkpoint: bool = True
+    pipeline_stages: Annotated[int, Field(ge=2)] = 2  # workers per pipeline (strategy: pipeline)
+    # gpipe: all forwards, then all backwards; 1f1b: one forward one backward in the steady state
+    # (fewer activations alive); interleaved_1f1b: pipeline_chunks_per_worker chunks per worker,
+    # round robin, which shrinks the idle bubble. Micro-batches per step: the gradient accumulation.
+    pipeline_schedule: Literal["gpipe", "1f1b", "interleaved_1f1b"] = "1f1b"
+    pipeline_chunks_per_worker: Annotated[int, Field(ge=1)] = 1  # 2 or more with interleaved_1f1b
+    # Blocks per chunk by hand, e.g. [8, 8] (None: as even as possible), chunks in pipeline order.
+    pipeline_split: list[Annotated[int, Field(ge=1)]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy != "pipeline":
+            return
+        if (self.pipeline_schedule == "interleaved_1f1b") != (self.pipeline_chunks_per_worker > 1):
+            raise ValueError("parallel.pipeline_chunks_per_worker: 2 or more with interleaved_1f1b, 1 otherwise")
+        chunks = self.pipeline_stages * self.pipeline_chunks_per_worker
+        if self.pipeline_split is not None and len(self.pipeline_split) != chunks:
+            raise ValueError(f"parallel.pipeline_split: {len(self.pipeline_split)} entries, but the pipeline "
+                             f"has {chunks} chunks (pipeline_stages x pipeline_chunks_per_worker)")
+        if self.compile:
+            raise ValueError("parallel.compile: not with the pipeline strategy")
+
+    def stages(self) -> int:
+        """Workers per pipeline: 1 unless the strategy is pipeline."""
+        return self.pipeline_stages if self.strategy == "pipeline" else 1
 
 
 def checkpoint_blocks(model: nn.Module) -> None:
@@ -83,7 +112,8 @@ def parallelize(model: nn.Module, config: ParallelConfig, device: torch.device, 
 
 
 def autocast(config: ParallelConfig, device: torch.device) -> AbstractContextManager:
-    """Under DDP, bfloat16 runs through autocast; FSDP's policy casts the parameters itself."""
+    """Under DDP and the pipeline, bfloat16 runs through autocast; FSDP's policy casts the
+    parameters itself."""
     dtype = compute_dtype(config, device)
     if dtype == torch.float32 or config.strategy == "fsdp":
         return nullcontext()
@@ -111,9 +141,52 @@ def _fsdp_without_sync(model: FSDPModule) -> Iterator[None]:
         model.set_requires_gradient_sync(True)
 
 
+class PipelineParallel(LocalStages):
+    """A GPT under pipeline parallelism, as the training loop sees it: this worker's stages, under
+    the GPT's parameter names (what its optimizers update and its checkpoints hold), the schedule
+    that runs them (``pipe``), and the data-parallel group its gradients are averaged over.
+
+    Workers are laid out on a 2-D mesh (data replicas x pipeline stages): worker ``r`` is stage
+    ``r % stages`` of replica ``r // stages``. Every worker builds the same full GPT from the same
+    seed and keeps its stages; the rest of the GPT serves evaluation, which gathers the other
+    stages' current weights into it (``full_model``).
+    """
+
+    def __init__(self, model: GPT, config: ParallelConfig, device: torch.device, rank: int, world_size: int,
+                 micro_batches: int, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        stages = config.pipeline_stages
+        mesh = init_device_mesh(device.type, (world_size // stages, stages), mesh_dim_names=("data", "pipeline"))
+        pipe = PipelinedGPT(model, pp_rank=rank % stages, pp_size=stages, pp_group=mesh["pipeline"].get_group(),
+                            device=device, schedule=config.pipeline_schedule, n_microbatches=micro_batches,
+                            chunks_per_rank=config.pipeline_chunks_per_worker, sizes=config.pipeline_split,
+                            loss_fn=lambda logits, targets: loss_fn(logits, targets) * self.loss_scale)
+        super().__init__(list(pipe.stages))
+        self.loss_scale = 1.0  # set each step: the loss_fn's factor (see model/train.py)
+        self.pipe = pipe
+        self.data_group = mesh["data"].get_group() if world_size > stages else None
+        self._full = [model.to(device)]  # in a list: not a submodule, so not in this module's state
+
+    def average_gradients(self) -> None:
+        """The data-parallel replicas' mean gradient on every replica."""
+        if self.data_group is None:
+            return
+        replicas = dist.get_world_size(self.data_group)
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad, group=self.data_group)
+                parameter.grad.div_(replicas)
+
+    def full_model(self) -> GPT:
+        """The whole GPT with every stage's current weights (collective over the pipeline)."""
+        return gather_full_model(self._full[0], self, self.pipe.pp_group)
+
+
 def inner_module(model: nn.Module) -> nn.Module:
     """The module to run forward-only passes on (evaluation, generation): under DDP the wrapped
-    module, so no collective runs; under FSDP the model itself, whose forward gathers the shards."""
+    module, so no collective runs; under FSDP the model itself, whose forward gathers the shards;
+    under a pipeline the whole GPT, gathered from the stages (every worker must call it)."""
+    if isinstance(model, PipelineParallel):
+        return model.full_model()
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

@@ -141,8 +141,10 @@ class PretrainTask:
     # -- driver side -------------------------------------------------------------------------------
 
     def datasets(self) -> dict[str, Any]:
+        stages = self.config.parallel.stages()
         return data.ray_datasets(self.config.data, self.config.run.seed, global_batch=self.global_batch(),
-                                 steps=self.config.run.max_steps, data_ranks=self.config.scaling.num_workers)
+                                 steps=self.config.run.max_steps, data_ranks=self.config.scaling.num_workers // stages,
+                                 stages=stages)
 
     def global_batch(self) -> int:
         """Sequences per optimizer step, all workers together."""
@@ -191,8 +193,12 @@ class PretrainTask:
 
     def loss_sum(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits, _ = model(batch["input_ids"])
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten(),
-                               ignore_index=data.IGNORE_INDEX, reduction="sum")
+        return self.loss_from_logits(logits, batch["targets"])
+
+    def loss_from_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss summed over the targets; what a pipeline's last stage computes from its logits."""
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=data.IGNORE_INDEX,
+                               reduction="sum")
 
     def flops_per_token(self, model: nn.Module) -> int:
         return flops_per_token(model, self.sequence_length)

@@ -12,6 +12,7 @@ workers over a process group of its own, so its collectives never interleave wit
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,13 @@ def load_sharded(model: nn.Module, optimizers: list[torch.optim.Optimizer] | Non
     """Load a ``ShardedWriter`` folder into a (wrapped) model and its optimizers, each worker
     reading only the shards it needs."""
     state = state_dicts(model, optimizers) if optimizers else {"model": get_model_state_dict(model)}
+    # The groups (which parameters, which hyperparameters) are this run's: a checkpoint holds one
+    # worker's, which under a pipeline name only that worker's stages.
+    groups = copy.deepcopy(state["optimizer"]["param_groups"]) if optimizers else None
     dcp.load(state, checkpoint_id=str(directory), no_dist=not dist.is_initialized())
     set_model_state_dict(model, state["model"])
     if optimizers:
-        set_optimizer_state_dict(model, optimizers, state["optimizer"])
+        set_optimizer_state_dict(model, optimizers, {**state["optimizer"], "param_groups": groups})
 
 
 def load_full_model(model: nn.Module, directory: str | Path) -> nn.Module:

@@ -91,6 +91,22 @@ class Stage(nn.Module):
         return x
 
 
+class LocalStages(nn.Module):
+    """One rank's stages as one module under the GPT's names (``tok_emb``, ``blocks.<i>``, ...):
+    what its optimizers update and what it checkpoints. It only holds the stages' modules; the
+    schedule runs the stages themselves."""
+
+    def __init__(self, stages: list[Stage]):
+        super().__init__()
+        self.blocks = nn.ModuleDict()
+        for stage in stages:
+            for name, child in stage.named_children():
+                if name == "blocks":
+                    self.blocks.update(child)
+                else:
+                    self.add_module(name, child)
+
+
 ScheduleName = Literal["gpipe", "1f1b", "interleaved_1f1b"]
 
 
@@ -131,6 +147,7 @@ class PipelinedGPT:
         ranges = split_blocks(model.config.n_layers, n_stages, sizes)
         indices = range(pp_rank, n_stages, pp_size)
         self.stages = nn.ModuleList(Stage(model, ranges[index]) for index in indices).to(device)
+        self.module = LocalStages(list(self.stages))
         self.pp_group = pp_group
         self.holds_first, self.holds_last = pp_rank == 0, pp_rank == pp_size - 1
         pipe_stages = [PipelineStage(stage, index, n_stages, device, group=pp_group)
@@ -200,8 +217,17 @@ class PipelinedGPT:
         return float(norm)
 
 
-def tied_head_parameters(stages: nn.Module) -> set[nn.Parameter]:
-    """The head weights among ``stages``: the tied embedding, though held by an ``nn.Linear``. On a
-    rank without the first stage it is a copy of ``tok_emb.weight``, and it must be optimised like
-    it (no weight decay unless the embedding has it), or the two copies would drift apart."""
-    return {stage.out_head.weight for stage in stages.modules() if isinstance(stage, Stage) and stage.is_last}
+def gather_full_model(model: GPT, local: nn.Module, pp_group: dist.ProcessGroup | None) -> GPT:
+    """``model``, the full GPT this rank's stages were cut from, with every other rank's stages'
+    current weights copied in: for evaluation and sample generation, which need the whole model.
+    Every pipeline rank calls it. (The memory it takes is the weights' alone, a quarter or less of
+    what training the whole model on one worker takes with its gradients and AdamW's moments.)"""
+    parts: list[dict[str, torch.Tensor] | None] = [None] * dist.get_world_size(pp_group)
+    dist.all_gather_object(parts, {name: tensor.detach().cpu() for name, tensor in local.state_dict().items()},
+                           group=pp_group)
+    with torch.no_grad():
+        own = model.state_dict()
+        for part in parts:
+            for name, tensor in part.items():
+                own[name].copy_(tensor)
+    return model

@@ -318,9 +318,14 @@ def _set_up(config: TrainConfig, task: TrainingTask) -> tuple[Worker, nn.Module]
     rank, world_size = context.get_world_rank(), context.get_world_size()
     _quiet_console(rank)
     device = ray.train.torch.get_device()
+    stages = config.parallel.stages()
     worker = Worker(rank, world_size, device, lambda: parallel.autocast(config.parallel, device),
-                    data_rank=rank, data_ranks=world_size)
+                    data_rank=rank // stages, data_ranks=world_size // stages)
     train_state.seed_everything(config.run.seed)  # the same initial weights on every worker
+    if config.parallel.strategy == "pipeline":
+        accumulation = accumulation_steps(config.batch, task.sequence_length, worker.data_ranks)
+        return worker, parallel.PipelineParallel(task.build_model(), config.parallel, device, rank, world_size,
+                                                 accumulation, task.loss_from_logits)
     if config.parallel.strategy != "fsdp":
         return worker, parallel.parallelize(task.build_model(), config.parallel, device, world_size)
     # FSDP: the architecture on the meta device (no memory), sharded, then each worker's shards
@@ -350,6 +355,9 @@ def _train_step(
     returns the global batch's mean loss, the gradient norm before clipping, and whether the update
     was applied (not when either is not finite: every worker sees the same global figures, so all
     skip together)."""
+    if isinstance(model, parallel.PipelineParallel):
+        loss, grad_norm = _pipeline_backward(model, task, micro_batches, predictions, worker, grad_clip)
+        return loss, grad_norm, _apply(optimizers, loss, grad_norm, lr_multiplier)
     (global_count,) = worker.all_reduce_sum([predictions])
     # DDP and FSDP average gradients over workers; the loss is pre-multiplied by their number so the
     # result is the gradient of (sum over the global batch) / global_count.
@@ -364,6 +372,41 @@ def _train_step(
     grad_norm = parallel.clip_gradients(model, grad_clip)
     (global_loss,) = worker.all_reduce_sum([float(loss_sum)])
     loss = global_loss / global_count
+    return loss, grad_norm, _apply(optimizers, loss, grad_norm, lr_multiplier)
+
+
+def _pipeline_backward(
+    model: parallel.PipelineParallel,
+    task: TrainingTask,
+    micro_batches: list[Batch],
+    predictions: float,
+    worker: Worker,
+    grad_clip: float,
+) -> tuple[float, float]:
+    """Forward and backward of this replica's micro-batches through the pipeline's schedule, then
+    the gradients averaged over replicas, the tied embedding/head's synced, and clipped over all
+    stages. -> (the global batch's mean loss, the gradient norm before clipping)."""
+    stages = worker.world_size // worker.data_ranks
+    # Every stage of a replica counted the same batch: the global count is the sum over stages' ranks / stages.
+    (counted,) = worker.all_reduce_sum([predictions])
+    global_count = counted / stages
+    model.loss_scale = worker.data_ranks / global_count  # as under DDP: replicas' gradients are averaged
+    batch = {name: torch.cat([micro[name] for micro in micro_batches]) for name in ("input_ids", "targets")}
+    pipe = model.pipe
+    with worker.autocast():
+        scaled = pipe.step(batch["input_ids"] if pipe.holds_first else None, batch["targets"] if pipe.holds_last else None)
+    model.average_gradients()
+    pipe.sync_tied_gradients()
+    grad_norm = pipe.clip_gradients(grad_clip)
+    # Only the last stage has a loss; the others add nothing to the sum.
+    local = float(scaled) / model.loss_scale if scaled is not None else 0.0
+    (global_loss,) = worker.all_reduce_sum([local])
+    return global_loss / global_count, grad_norm
+
+
+def _apply(optimizers: list[torch.optim.Optimizer], loss: float, grad_norm: float, lr_multiplier: float) -> bool:
+    """The optimizers' step at the scheduled rate unless the loss or the gradient norm is not
+    finite; the gradients cleared either way. -> whether the update was applied."""
     applied = math.isfinite(loss) and math.isfinite(grad_norm)
     if applied:
         set_learning_rate(optimizers, lr_multiplier)
@@ -371,7 +414,7 @@ def _train_step(
             optimizer.step()
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
-    return loss, grad_norm, applied
+    return applied
 
 
 @dataclass

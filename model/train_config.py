@@ -107,6 +107,9 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
+        if self.scaling.num_workers % self.parallel.stages():
+            raise ValueError(f"scaling.num_workers: {self.scaling.num_workers} is not a whole number of pipelines of "
+                             f"parallel.pipeline_stages={self.parallel.pipeline_stages} workers")
         if self.checkpoint.keep_best and self.checkpoint.every_steps % self.run.eval_every_steps:
             # Every checkpoint must carry the metric it is ranked by: a fresh evaluation.
             raise ValueError(f"checkpoint.every_steps: with keep_best it must be a multiple of run.eval_every_steps "

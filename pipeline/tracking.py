@@ -44,8 +44,15 @@ def use_experiment(name: str) -> str:
 
 
 @contextmanager
-def run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-    with mlflow.start_run(experiment_id=use_experiment(experiment), run_name=run_name, tags=tags) as active:
+def run(experiment: str, run_name: str, tags: dict[str, str] | None = None,
+        run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A new run, or the run ``run_id`` continued."""
+    experiment_id = use_experiment(experiment)
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as active:
+            yield active
+        return
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as active:
         yield active
 
 

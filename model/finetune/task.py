@@ -47,6 +47,11 @@ class FinetuneConfig(TrainConfig):
     model: BaseModelConfig = field(default_factory=BaseModelConfig)
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.parallel.strategy == "pipeline":  # a fine-tune's model fits where its pretraining did
+            raise ValueError("parallel.strategy: pipeline is for pretraining; fine-tune with ddp or fsdp")
+
 
 class FinetuneTask(ABC):
     """The shared part of ``ClassifierTask`` and ``InstructTask``. A subclass says how to wrap the

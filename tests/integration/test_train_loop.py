@@ -142,18 +142,25 @@ def splits(shakespeare, tmp_path_factory) -> dict[tuple[str, int], Any]:
     torch.manual_seed(0)
     save_checkpoint(GPT(task.model_config), output / "init", task.tokenizer)
     outcomes = {}
-    for workers, strategy in ((1, "ddp"), (2, "ddp"), (2, "fsdp")):
+    for workers, strategy in ((1, "ddp"), (2, "ddp"), (2, "fsdp"), (2, "pipeline"), (4, "pipeline")):
         config = split_config(shakespeare, output, output / "init", f"{strategy}-{workers}", workers, strategy)
         outcomes[strategy, workers] = launch(config, PretrainTask(config), to_dict(config), {}, [])
     return outcomes
 
 
+# 2 stages of the tiny model's 2 blocks: GPipe alone, and 1F1B in each of 2 data-parallel replicas.
+PIPELINES = {2: {"pipeline_schedule": "gpipe"}, 4: {"pipeline_schedule": "1f1b"}}
+
+
 def split_config(shakespeare: Shakespeare, output: Path, init: Path, name: str, workers: int, strategy: str,
                  **checkpoint) -> PretrainConfig:
+    pipeline = PIPELINES[workers] if strategy == "pipeline" else {}
     return pretrain_config(
         shakespeare, output, run={"name": name, "max_steps": 20, "eval_every_steps": 20},
-        model={"init_from": str(init), "overrides": {"drop_rate": 0.0}}, scaling={"num_workers": workers},
-        checkpoint={"every_steps": 10, **checkpoint}, parallel={"strategy": strategy},
+        model={"init_from": str(init), "overrides": {"drop_rate": 0.0}},
+        scaling={"num_workers": workers, "cpus_per_worker": 1 / workers},
+        checkpoint={"every_steps": 10, **checkpoint}, parallel={"strategy": strategy, **pipeline},
+        eval={"val_batches": 32},  # all 256 validation rows on any number of workers
     )
 
 
@@ -163,14 +170,18 @@ def losses(outcome) -> list[float]:
 
 def test_one_worker_accumulating_four_equals_two_workers_accumulating_two(splits):
     """The loader gives each step the same global batch for any number of workers, and accumulation
-    is exact: the same loss curve, up to float rounding, under DDP and FSDP."""
-    assert [len(outcome.history) for outcome in splits.values()] == [20, 20, 20]
-    np.testing.assert_allclose(losses(splits["ddp", 2]), losses(splits["ddp", 1]), rtol=1e-5)
-    np.testing.assert_allclose(losses(splits["fsdp", 2]), losses(splits["ddp", 1]), rtol=1e-5)
-    assert losses(splits["ddp", 1])[-1] < losses(splits["ddp", 1])[0] - 0.5  # it trained: the curves are not flat
+    is exact: the same loss curve, up to float rounding, under DDP, FSDP and a 2-stage pipeline
+    (alone, and in 2 data-parallel replicas), and the same validation loss at the end."""
+    reference = splits["ddp", 1]
+    assert [len(outcome.history) for outcome in splits.values()] == [20] * 5
+    for key in (("ddp", 2), ("fsdp", 2), ("pipeline", 2), ("pipeline", 4)):
+        np.testing.assert_allclose(losses(splits[key]), losses(reference), rtol=1e-5, err_msg=str(key))
+        assert splits[key].result.metrics["val_loss"] == pytest.approx(reference.result.metrics["val_loss"], rel=1e-5)
+    assert losses(reference)[-1] < losses(reference)[0] - 0.5  # it trained: the curves are not flat
 
 
-@pytest.mark.parametrize(("written_by", "resumed_on"), [(("fsdp", 2), ("ddp", 1)), (("ddp", 1), ("fsdp", 2))])
+@pytest.mark.parametrize(("written_by", "resumed_on"),
+                         [(("fsdp", 2), ("ddp", 1)), (("ddp", 1), ("fsdp", 2)), (("pipeline", 4), ("ddp", 1))])
 def test_a_checkpoint_resumes_on_another_number_of_workers(splits, shakespeare, tmp_path, written_by, resumed_on):
     """Sharded checkpoints reshard, and the loader's position is global: steps 11-20 resumed on
     another number of workers (and another strategy) repeat the uninterrupted run's losses. Up to
