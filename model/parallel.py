@@ -225,6 +225,10 @@ def initialize(model: nn.Module, full_state: dict[str, Any] | None) -> None:
     (``full_state`` None), or rank 0's ``full_state`` (the whole model's, {} on the other ranks)
     is broadcast to all, each worker keeping its shards."""
     if full_state is None:
+        # On GPUs, DTensor draws each shard from its own part of one random stream. On CPU it draws
+        # from each worker's own generator: seeded alike, the shards of a weight would be copies.
+        if dist.is_initialized() and not torch.cuda.is_available():
+            torch.manual_seed(torch.initial_seed() + dist.get_rank())
         for gpt in [module for module in model.modules() if isinstance(module, GPT)]:
             gpt.init_weights()
         return
