@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# bf16 training throughput and MFU of gpt2-124m at context 1024 on one CUDA GPU: eager and under
-# torch.compile, ours vs the nanoGPT-architecture reference, side by side in one process
-# (`python benchmarks/model.py gpu`). One call stays under 8 minutes: two models are compiled
-# (about a minute each), and each of the four cases runs 10 warm-up + 30 timed steps of 16k tokens.
+# One call, under 8 minutes on one CUDA GPU, runs two benchmarks one after the other:
+# 1. `benchmarks/scaling.py gpu` (up to 3 minutes): gpt2-124m at context 1024 in bf16 under
+#    torch.compile, DDP against FSDP2: tokens/s, MFU and peak memory; and a 2-stage pipeline on the
+#    one device (both stages in one process), whose loss must equal the unsplit model's.
+# 2. `benchmarks/model.py gpu` (up to 4.5 minutes): bf16 training throughput and MFU of gpt2-124m,
+#    eager and under torch.compile, ours vs the nanoGPT-architecture reference, side by side.
 #
 #   benchmarks/gpu.sh                          # H100/H200 SXM: dense bf16 peak 989 TFLOP/s
 #   benchmarks/gpu.sh --peak-tflops 312        # A100
@@ -25,4 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 cd "$ROOT"
 if [[ "${1:-}" == "--pretrain" ]]; then shift; exec "$ROOT/benchmarks/gpu_pretrain.sh" "$@"; fi
 # Stop short of the 8-minute budget even if compilation is slow; rows already printed stay.
-exec timeout 470 "$PYTHON" benchmarks/model.py gpu "$@"
+PEAK=989
+for ((i = 1; i <= $#; i++)); do [[ "${!i}" == "--peak-tflops" ]] && { j=$((i + 1)); PEAK="${!j}"; }; done
+timeout 180 "$PYTHON" benchmarks/scaling.py gpu --peak-tflops "$PEAK" || echo "scaling.py gpu: stopped or failed" >&2
+exec timeout 270 "$PYTHON" benchmarks/model.py gpu "$@"

@@ -38,6 +38,11 @@ class ExampleBatches(Generic[T]):
                              f"{micro_batch_size} on each of {world_size} workers")
         self.examples, self.collate, self.micro_batch_size = examples, collate, micro_batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        if state and state["world_size"] != world_size:
+            # A worker's position is its place in its own part of each epoch, which the number of
+            # workers decides: a position on another number means nothing here.
+            raise ValueError(f"this fine-tuning checkpoint was written by {state['world_size']} workers: resume it on "
+                             f"as many (scaling.num_workers), not {world_size}")
         self.epoch = int(state["epoch"]) if state else 0
         self.taken = int(state["taken"]) if state else 0  # micro-batches of this epoch already handed out
 
@@ -59,4 +64,4 @@ class ExampleBatches(Generic[T]):
         return self.epoch + self.taken / self.batches_per_epoch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "taken": self.taken}
+        return {"epoch": self.epoch, "taken": self.taken, "world_size": self.world_size}

@@ -71,3 +71,5 @@ def test_batches_cover_each_epoch_once_per_worker_and_resume_exactly():
     resumed = ExampleBatches(examples, collate, 3, seed=7, state=interrupted.state_dict())
     assert before + take(resumed, 7) == expected
     assert expected[:7] != expected[7:14]  # each epoch its own order
+    with pytest.raises(ValueError, match="written by 1 workers: resume it on as many"):
+        ExampleBatches(examples, collate, 3, seed=7, rank=0, world_size=2, state=interrupted.state_dict())
