@@ -161,10 +161,10 @@ def run_checkpoint(args: argparse.Namespace) -> None:
 # -- pipeline bubble -------------------------------------------------------------------------------
 
 def bubble_worker(rank: int, world_size: int, folder: str, preset_name: str, context: int, batch: int,
-                  schedule: str, microbatches: int, chunks: int, steps: int) -> None:
+                  schedule: str, microbatches: int, chunks: int, steps: int, shape: dict) -> None:
     start_worker(rank, world_size, folder)
     device = torch.device("cpu")
-    model_config = preset(preset_name, context_length=context)
+    model_config = preset(preset_name, context_length=context, **shape)
     torch.manual_seed(0)
     tokens = torch.randint(0, model_config.vocab_size, (batch, context + 1), generator=torch.Generator().manual_seed(0))
 
@@ -200,14 +200,19 @@ def timed(world_size: int, *args) -> float:
 def run_bubble(args: argparse.Namespace) -> None:
     stages = 2
     tokens = args.batch * args.context
-    print(f"{args.preset} at context {args.context}, batches of {args.batch} sequences, {stages} stages on "
-          f"{stages} processes of 1 thread; efficiency = (one process's time / {stages}) / the pipeline's time")
+    # A small vocabulary: the blocks carry the compute, as in a large model, and the stages are even
+    # (with GPT-2's 50k vocabulary the last stage's head would outweigh this model's blocks).
+    shape = {"vocab_size": args.vocab_size, "n_layers": args.layers}
+    print(f"{args.preset} with {args.layers} blocks and a {args.vocab_size}-token vocabulary at context "
+          f"{args.context}, batches of {args.batch} sequences, {stages} stages on {stages} processes of 1 "
+          f"thread; efficiency = (one process's time / {stages}) / the pipeline's time")
     print("| schedule | micro-batches | tokens/s | efficiency | ideal |\n|---|---:|---:|---:|---:|")
     for microbatches in (4, 8):
-        whole = timed(1, args.preset, args.context, args.batch, "gpipe", microbatches, 1, args.steps)
+        whole = timed(1, args.preset, args.context, args.batch, "gpipe", microbatches, 1, args.steps, shape)
         print(f"| one process (reference) | {microbatches} | {tokens / whole:,.0f} | - | - |", flush=True)
         for schedule, chunks in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2)):
-            seconds = timed(stages, args.preset, args.context, args.batch, schedule, microbatches, chunks, args.steps)
+            seconds = timed(stages, args.preset, args.context, args.batch, schedule, microbatches, chunks, args.steps,
+                            shape)
             # The bubble: S - 1 idle slots per rank over m micro-batches; interleaving shrinks each slot by
             # the chunks per rank.
             ideal = microbatches / (microbatches + (stages - 1) / chunks)
@@ -297,6 +302,8 @@ def main() -> None:
     bubble.add_argument("--context", type=int, default=128)
     bubble.add_argument("--batch", type=int, default=16)
     bubble.add_argument("--steps", type=int, default=5)
+    bubble.add_argument("--vocab-size", type=int, default=512)
+    bubble.add_argument("--layers", type=int, default=8)
     gpu = cases.add_parser("gpu")
     gpu.add_argument("--device", default="cuda", help="cpu: a smoke test of the same code")
     gpu.add_argument("--preset", default="gpt2-124m")

@@ -121,7 +121,9 @@ def test_a_rerun_driver_continues_its_mlflow_run(head, gpt2_tokens, corpus, tmp_
     env = {**os.environ, **head.env, "RAY_ADDRESS": head.address, "MLFLOW_TRACKING_URI": tracking_db,
            "CORPUS_DIR": str(corpus)}
     output = tmp_path / "runs"
-    command = [sys.executable, *pretrain_command(gpt2_tokens, output, "rerun", "run.log_every_steps=1")[1:]]
+    steps = 2 * EVERY  # killed after its first checkpoint, rerun for the rest
+    command = [sys.executable, *pretrain_command(gpt2_tokens, output, "rerun", "run.log_every_steps=1",
+                                                 f"run.max_steps={steps}", f"run.eval_every_steps={steps}")[1:]]
     driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                               start_new_session=True)
     deadline = time.monotonic() + 600
@@ -140,9 +142,9 @@ def test_a_rerun_driver_continues_its_mlflow_run(head, gpt2_tokens, corpus, tmp_
                               filter_string="tags.job = 'rerun'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert run.data.params["run.max_steps"] == str(STEPS) and run.data.params["git_commit"]
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert run.data.params["run.max_steps"] == str(steps) and run.data.params["git_commit"]
+    logged = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     # Every step once, but those the killed driver ran after its last checkpoint, which are run again.
-    assert sorted(set(steps)) == list(range(1, STEPS + 1))
-    assert all(step > resumed_at for step in steps if steps.count(step) > 1)
+    assert sorted(set(logged)) == list(range(1, steps + 1))
+    assert all(step > resumed_at for step in logged if logged.count(step) > 1)
     assert len(client.search_model_versions(f"run_id = '{run.info.run_id}'")) == 1

@@ -90,7 +90,7 @@ def test_instruction_tuning_lowers_the_response_loss(ray_local, corpus, base, tm
         "tracking": {"enabled": False},
     })
     task = InstructTask(config)
-    alone = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext)
+    alone = Worker(rank=0, world_size=1, device=torch.device("cpu"), autocast=nullcontext, data_rank=0, data_ranks=1)
     before = task.evaluate(task.build_model(), alone, step=0, final=False).metrics["val_loss"]
     outcome = launch(config, task, to_dict(config), {}, [])
     assert outcome.result.metrics["step"] == 8
