@@ -3,11 +3,15 @@
 What is trained comes from a ``TrainingTask``: the model, its batches, its loss and its evaluations.
 The loop does the rest, the same way for every task:
 
-    resume (Ray Train's latest checkpoint, or a configured one) or start from the seed
+    build the model (DDP, FSDP on the meta device, or pipeline stages: model/parallel.py)
+    resume (Ray Train's latest checkpoint, or a configured one, written by any number of workers)
+    or start from the seed
     each step:  fetch the micro-batches -> forward/backward each, syncing gradients on the last only
-                -> clip -> set the scheduled learning rate -> the optimizers' step (model/optim.py),
-                skipped if the loss or the gradient norm is not finite
+                (under a pipeline, the schedule runs them all) -> clip -> set the scheduled learning
+                rate -> the optimizers' step (model/optim.py), skipped if the loss or the gradient
+                norm is not finite
     every N steps: log (rank 0 to MLflow, a progress line), evaluate, checkpoint through Ray Train
+                (sharded, written in the background and reported a step later)
 
 Ray Train appears only at the edges: the worker's rank and device, ``report`` (metrics and
 checkpoints) and ``get_checkpoint``; the task reads its dataset shard with ``get_dataset_shard``.
@@ -105,6 +109,10 @@ class TrainingTask(Protocol):
 
     def loss_sum(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """The loss summed (not averaged) over the batch's predictions."""
+
+    def loss_from_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The same from the model's logits: what a pipeline's last stage computes (only tasks that
+        allow ``parallel.strategy: pipeline`` need it)."""
 
     def stream_metrics(self, batches: ResumableBatches) -> dict[str, float]:
         """Figures about the data drawn so far (e.g. tokens per source of a mixture), logged with the loss."""
