@@ -37,6 +37,7 @@ from pipeline.shards import (
     text_bytes,
     write_shard,
 )
+from pipeline.decontaminate import DecontaminateConfig, eval_set_summaries
 from pipeline.stages import DEDUP, make_stage, parse_stage_entry, stage_config
 from pipeline.tokenize import TokenizeConfig, build_token_shards
 
@@ -251,6 +252,10 @@ def assemble_manifest(
             }
         )
         remaining -= dropped
+    for segment in plan.segments:
+        for name, options in segment:
+            if isinstance(options, DecontaminateConfig):  # what the evaluation sets could catch
+                next(stage for stage in stages if stage["name"] == name)["eval_sets"] = eval_set_summaries(options)
     unknown = sorted(r for r in drops if r.split(":", 1)[0] not in plan.stage_names)
     if unknown:
         raise RuntimeError(f"drop reasons from no configured stage: {unknown}")

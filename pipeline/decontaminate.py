@@ -6,9 +6,11 @@ split into words) and a document is contaminated when any of its 13-grams occurs
 evaluation set. The drop reason names the evaluation set; the value is how many of the document's
 n-grams it shares with it.
 
-An evaluation set is a JSONL file; an item's text is its configured fields joined in order (list
-fields, like HellaSwag's ``endings``, element by element), so n-grams that cross from a context
-into its ending count too.
+An evaluation set is a JSONL file. An item gives one text per combination of its configured
+fields, joined in order, a list field (like HellaSwag's ``endings``) giving one text per element:
+``ctx + endings[i]`` for each ending. So a page that quotes a context and any of its endings (the
+correct one is rarely the first) shares the n-grams that cross from one into the other. The
+manifest records, per evaluation set, its items and how many were long enough to give an n-gram.
 """
 
 from __future__ import annotations
@@ -59,10 +61,10 @@ def ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
-def eval_set_ngrams(config: EvalSetConfig, n: int) -> set[tuple[str, ...]]:
-    """Every n-gram of every item of one evaluation set."""
+def eval_set_items(config: EvalSetConfig) -> list[list[str]]:
+    """Each item of one evaluation set as its texts: one per combination of its list fields' elements."""
     path = Path(config.path) if Path(config.path).is_absolute() else corpus_path(config.path)
-    found: set[tuple[str, ...]] = set()
+    items = []
     with path.open(encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -71,12 +73,29 @@ def eval_set_ngrams(config: EvalSetConfig, n: int) -> set[tuple[str, ...]]:
             missing = [name for name in config.fields if name not in item]
             if missing:
                 raise ValueError(f"{path}:{line_number}: item has no field {missing[0]!r}")
-            parts: list[str] = []
+            texts = [""]
             for name in config.fields:
                 value = item[name]
-                parts.extend(value if isinstance(value, list) else [value])
-            found.update(ngrams(normalized_words(" ".join(map(str, parts))), n))
-    return found
+                texts = [f"{text} {part}" for text in texts for part in (value if isinstance(value, list) else [value])]
+            items.append(texts)
+    return items
+
+
+def eval_set_ngrams(config: EvalSetConfig, n: int) -> set[tuple[str, ...]]:
+    """Every n-gram of every text of every item of one evaluation set."""
+    return {gram for texts in eval_set_items(config) for text in texts for gram in ngrams(normalized_words(text), n)}
+
+
+def eval_set_summaries(config: DecontaminateConfig) -> dict[str, dict[str, int]]:
+    """Per evaluation set: its items, how many gave at least one n-gram (an item shorter than n
+    words cannot be caught), and its distinct n-grams. For the manifest."""
+    summaries = {}
+    for eval_set in config.eval_sets:
+        items = eval_set_items(eval_set)
+        contributing = sum(any(len(normalized_words(text)) >= config.n for text in texts) for texts in items)
+        summaries[eval_set_name(eval_set)] = {"items": len(items), "items_with_ngrams": contributing,
+                                              "ngrams": len(eval_set_ngrams(eval_set, config.n))}
+    return summaries
 
 
 def eval_set_name(config: EvalSetConfig) -> str:

@@ -50,6 +50,9 @@ def test_every_stage_runs_over_every_shared_web_file(ray_local, corpus, tmp_path
     assert list(stages) == ["read", *(entry.split(":")[0].strip(" -") for entry in FULL_CHAIN.strip().splitlines())]
     assert set(stages) == {"read", DEDUP, *REGISTRY}  # every stage there is
     assert all(stage["docs_in"] > 0 for stage in stages.values())
+    # Every HellaSwag item pairs its context with 4 endings; the manifest says how many could be caught.
+    hellaswag = stages["decontaminate"]["eval_sets"]["hellaswag-val-1000"]
+    assert hellaswag["items"] == 1000 and 900 < hellaswag["items_with_ngrams"] <= 1000 and hellaswag["ngrams"] > 10_000
     # Real pages are dropped by each quality family, and every drop is counted under its stage.
     for name in ("language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"):
         assert sum(stages[name]["drops"].values()) > 0, name

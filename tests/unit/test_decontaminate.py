@@ -58,6 +58,26 @@ def test_ngrams_crossing_from_context_into_an_ending_count(drop_filter, hellaswa
     assert run(drop_filter, docs(crossing))[0]["drop_reason"] == "decontaminate:hellaswag-val-1000"
 
 
+def test_a_short_context_followed_by_its_correct_ending_is_caught(drop_filter, hellaswag_items, corpus):
+    """A page quoting a context and its correct ending (label not 0), each under 13 words: only the
+    pair (context, that ending) holds the 13-grams that cross between them."""
+    item = next(i for i in hellaswag_items if i["label"] != 0
+                and 6 <= len(normalized_words(i["ctx"])) < 13 and 6 <= len(normalized_words(i["endings"][i["label"]])) < 13)
+    prose = (corpus / "text" / "the-verdict.txt").read_text()[:600]
+    page = f"{prose}\n\n{item['ctx']} {item['endings'][item['label']]}\n\n{prose}"
+    assert run(drop_filter, docs(page))[0]["drop_reason"] == "decontaminate:hellaswag-val-1000"
+
+
+def test_the_summary_counts_the_items_that_give_ngrams(tmp_path):
+    from pipeline.decontaminate import eval_set_summaries
+
+    path = tmp_path / "qa.jsonl"
+    long = " ".join(f"word{i}" for i in range(14))
+    path.write_text(json.dumps({"q": "too short", "a": ["no", "nope"]}) + "\n" + json.dumps({"q": long, "a": ["yes"]}) + "\n")
+    config = DecontaminateConfig(eval_sets=[EvalSetConfig(path=str(path), fields=["q", "a"], name="qa")])
+    assert eval_set_summaries(config) == {"qa": {"items": 2, "items_with_ngrams": 1, "ngrams": 3}}
+
+
 def test_real_web_and_book_text_is_kept(drop_filter, corpus):
     texts = (corpus / "text" / "gutenberg-11-alice.txt").read_text().split("\n\n")[:300]
     out = run(drop_filter, docs(*texts))
