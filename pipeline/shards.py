@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.config import config_dataclass
-from pipeline.documents import alive_mask
+from pipeline.documents import alive_mask, with_drops
 
 MANIFEST = "manifest.json"
 
@@ -42,10 +42,6 @@ class ShardConfig:
     compression: str = "zstd"
     # Keep every removed document's id, url, reason and measured value in ``audit/``.
     write_audit: bool = True
-
-
-class DuplicateIdError(ValueError):
-    """Two input records carry the same document id."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,8 +135,7 @@ def write_shard(group: pa.Table, staging_dir: str, n_shards: int, config: ShardC
     assembles the manifest without another pass over the data.
     """
     shard = group["_shard"][0].as_py()
-    group = group.drop_columns(["_shard"]).sort_by("id")
-    _check_unique_ids(group)
+    group = _drop_repeated_ids(group.drop_columns(["_shard"]).sort_by([("id", "ascending"), ("source", "ascending")]))
     kept_mask = alive_mask(group)
     kept = group.filter(kept_mask).drop_columns([c for c in BUILD_ONLY_COLUMNS if c in group.column_names])
     dropped = group.filter(pc.invert(kept_mask))
@@ -171,17 +166,20 @@ def write_bytes(path: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _check_unique_ids(group: pa.Table) -> None:
-    ids = group["id"]
-    if len(ids) > 1:
-        same_as_next = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
-        if pc.any(same_as_next).as_py():
-            index = pc.index(same_as_next, True).as_py()
-            sources = group["source"].slice(index, 2).to_pylist()
-            raise DuplicateIdError(
-                f"duplicate document id {ids[index].as_py()!r} (in {sources[0]} and {sources[1]}): "
-                "ids must be unique within a build"
-            )
+def _drop_repeated_ids(group: pa.Table) -> pa.Table:
+    """An id that two alive rows carry (an input that repeats its own ids, or two records that hash
+    alike) keeps its first row, in (id, source) order, and drops the others as
+    ``read:duplicate_id``: counted and audited, never a stopped build. (Every row of an id is in
+    the same shard: shards are assigned by id.)"""
+    ids, alive = group["id"].to_pylist(), alive_mask(group).to_pylist()
+    seen: set[str] = set()
+    reasons: list[str | None] = []
+    for doc_id, is_alive in zip(ids, alive):
+        repeated = is_alive and doc_id in seen
+        reasons.append("read:duplicate_id" if repeated else None)
+        if is_alive:
+            seen.add(doc_id)
+    return with_drops(group, reasons, [None] * len(reasons))
 
 
 def text_bytes(batch: pa.Table) -> pa.Table:

@@ -11,7 +11,6 @@ import pytest
 from pipeline.documents import table_from_rows
 from pipeline.shards import (
     MANIFEST,
-    DuplicateIdError,
     ShardConfig,
     VersionPaths,
     commit,
@@ -66,10 +65,15 @@ def test_write_shard_is_byte_identical_whatever_the_row_order(tmp_path):
     assert first["sha256"] == second["sha256"]
 
 
-def test_duplicate_ids_are_an_error(tmp_path):
-    group = rows(["a", "b", "a"]).append_column("_shard", pa.array([0] * 3, pa.int32()))
-    with pytest.raises(DuplicateIdError, match="'a'"):
-        write_shard(group, str(tmp_path), 1, ShardConfig())
+def test_a_repeated_id_keeps_its_first_row_and_counts_the_others(tmp_path):
+    group = rows(["a", "b", "a", "a"]).append_column("_shard", pa.array([0] * 4, pa.int32()))
+    group = group.set_column(group.schema.get_field_index("source"), "source", pa.array(["s2", "s1", "s1", "s3"]))
+    summary = write_shard(group, str(tmp_path), 1, ShardConfig()).to_pylist()[0]
+    kept = pq.read_table(tmp_path / "shards" / summary["name"])
+    assert kept["id"].to_pylist() == ["a", "b"] and kept["source"].to_pylist() == ["s1", "s1"]
+    assert json.loads(summary["drops"]) == {"read:duplicate_id": 2}
+    audit = pq.read_table(tmp_path / "audit" / summary["name"]).to_pylist()
+    assert [(row["source"], row["drop_reason"]) for row in audit] == [("s2", "read:duplicate_id"), ("s3", "read:duplicate_id")]
 
 
 def test_commit_is_manifest_last_and_staging_is_discarded(tmp_path):
