@@ -79,10 +79,18 @@ class ReadConfig:
 
 
 def list_inputs(patterns: list[str]) -> list[dict[str, Any]]:
-    """Expand paths, globs and folders to a sorted, de-duplicated list of ``{path, size}``."""
-    found: dict[str, int] = {}
+    """Expand paths, globs and folders to a sorted, de-duplicated list of ``{path, size, name}``.
+
+    ``name`` is what the file's records' ids hash: for a remote file its full URL; for a local one
+    its path relative to the input root (the folder given, a glob's folder, a file's own folder).
+    So ids stay the same when the whole root moves (laptop -> another disk), and same-named files
+    in different folders (``en/part-0.jsonl``, ``de/part-0.jsonl``) get different ids.
+    """
+    found: dict[str, tuple[int, str]] = {}
     for pattern in patterns:
         fs, root = fsspec.core.url_to_fs(pattern)
+        # The folder given, or the one holding a file or a glob's first wildcard.
+        base = root if fs.isdir(root) else os.path.dirname(re.split(r"[*?\[]", root, maxsplit=1)[0])
         if fs.isdir(root):
             every_file = fs.find(root)
             candidates = [p for p in every_file if detect_format(p) is not None]
@@ -95,8 +103,13 @@ def list_inputs(patterns: list[str]) -> list[dict[str, Any]]:
         if not candidates:
             raise FileNotFoundError(f"input {pattern!r} matches no files")
         for path in candidates:
-            found[fs.unstrip_protocol(path) if _is_remote(fs) else os.path.normpath(path)] = fs.size(path)
-    return [{"path": path, "size": size} for path, size in sorted(found.items())]
+            if _is_remote(fs):
+                listed = name = fs.unstrip_protocol(path)
+            else:
+                listed = os.path.normpath(path)
+                name = os.path.relpath(listed, os.path.normpath(base)).replace(os.sep, "/")
+            found.setdefault(listed, (fs.size(path), name))
+    return [{"path": path, "size": size, "name": name} for path, (size, name) in sorted(found.items())]
 
 
 def _is_remote(fs: fsspec.AbstractFileSystem) -> bool:
@@ -121,8 +134,9 @@ def read_files(files: pa.Table, config: ReadConfig) -> Iterator[pa.Table]:
     A generator, so one huge input file never has to fit in one block.
     """
     rows: list[dict[str, Any]] = []
-    for path in files["path"].to_pylist():
-        for row in read_file(path, config):
+    names = files["name"].to_pylist() if "name" in files.column_names else [None] * len(files)
+    for path, name in zip(files["path"].to_pylist(), names):
+        for row in read_file(path, config, name):
             rows.append(row)
             if len(rows) >= config.batch_size:
                 yield table_from_rows(rows)
@@ -131,23 +145,26 @@ def read_files(files: pa.Table, config: ReadConfig) -> Iterator[pa.Table]:
         yield table_from_rows(rows)
 
 
-def read_file(path: str, config: ReadConfig) -> Iterator[dict[str, Any]]:
+def read_file(path: str, config: ReadConfig, name: str | None = None) -> Iterator[dict[str, Any]]:
+    """One input file's rows. ``name`` names the file in its records' ids (``list_inputs`` gives
+    it); by default the file's base name."""
+    name = name or path.rsplit("/", 1)[-1]
     fmt = config.format if config.format != "auto" else detect_format(path)
     if fmt is None:
-        yield _skipped(path, "file", "unknown_format")
+        yield _skipped(path, name, "file", "unknown_format")
         return
     reader = {"warc": _read_warc, "wet": _read_warc, "jsonl": _read_jsonl, "parquet": _read_parquet,
               "text": _read_whole_file, "html": _read_whole_file}[fmt]
-    yield from reader(path, config, fmt)
+    yield from reader(path, name, config, fmt)
 
 
-def _doc_id(source: str, key: str) -> str:
-    """Ids hash the file's name, not its folder, so they survive moving data (laptop -> bucket)."""
-    return stable_id(source.rsplit("/", 1)[-1], key)
+def _doc_id(name: str, key: str) -> str:
+    """Ids hash the file's name for ids (``list_inputs``) and the record's key within the file."""
+    return stable_id(name, key)
 
 
-def _skipped(source: str, key: str, reason: str, url: str | None = None) -> dict[str, Any]:
-    return {"id": _doc_id(source, key), "url": url, "source": source, "drop_reason": f"read:{reason}"}
+def _skipped(source: str, name: str, key: str, reason: str, url: str | None = None) -> dict[str, Any]:
+    return {"id": _doc_id(name, key), "url": url, "source": source, "drop_reason": f"read:{reason}"}
 
 
 class TruncatedGzip(Exception):
@@ -259,12 +276,12 @@ def _resync(stream, chunk_size: int = 1 << 16) -> io.BufferedIOBase | None:
             return io.BufferedReader(_ResumableStream(window[start:], stream))
 
 
-def _read_warc(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
+def _read_warc(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
     wanted = "response" if fmt == "warc" else "conversion"
     try:
         stream: io.BufferedIOBase | None = _open_decompressed(path)
     except (OSError, *GZIP_ERRORS) as error:
-        yield _skipped(path, "open", f"unreadable_file:{type(error).__name__}")
+        yield _skipped(path, name, "open", f"unreadable_file:{type(error).__name__}")
         return
     position = 0  # records seen so far: names the error rows stably
     seen_ids: set[str] = set()
@@ -273,51 +290,51 @@ def _read_warc(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, An
         try:
             for record in records:
                 position += 1
-                yield _warc_record(path, record, wanted, config, position, seen_ids)
+                yield _warc_record(path, name, record, wanted, config, position, seen_ids)
             return
         except GZIP_ERRORS as error:
-            yield _skipped(path, f"error:{position}", _gzip_reason(error))
+            yield _skipped(path, name, f"error:{position}", _gzip_reason(error))
             return
         except (ArchiveLoadFailed, ValueError):
             # A broken header: count it, then look for the next record instead of losing the file.
-            yield _skipped(path, f"error:{position}", "malformed_header")
+            yield _skipped(path, name, f"error:{position}", "malformed_header")
             position += 1
             try:
                 # Continue from what the parser had buffered, not from the raw stream it read ahead of.
                 stream = _resync(records.reader)
             except GZIP_ERRORS as gzip_error:
-                yield _skipped(path, f"error:{position}", _gzip_reason(gzip_error))
+                yield _skipped(path, name, f"error:{position}", _gzip_reason(gzip_error))
                 return
 
 
 def _warc_record(
-    path: str, record, wanted: str, config: ReadConfig, position: int, seen_ids: set[str]
+    path: str, name: str, record, wanted: str, config: ReadConfig, position: int, seen_ids: set[str]
 ) -> dict[str, Any]:
     record_id = record.rec_headers.get_header("WARC-Record-ID") or f"record:{position}"
     url = record.rec_headers.get_header("WARC-Target-URI")
     if record_id in seen_ids:
         # A corrupt file can repeat a record; its id would collide with the first one's.
-        return _skipped(path, f"{record_id}@{position}", "duplicate_record_id", url)
+        return _skipped(path, name, f"{record_id}@{position}", "duplicate_record_id", url)
     seen_ids.add(record_id)
     if record.rec_type != wanted:
         # Requests, metadata and warcinfo records are not documents; they are counted, not kept.
-        return _skipped(path, record_id, f"record_type:{record.rec_type}", url)
+        return _skipped(path, name, record_id, f"record_type:{record.rec_type}", url)
     try:
         payload = record.content_stream().read(config.max_document_bytes + 1)
     except (zlib.error, ValueError) as error:
         if isinstance(error, GZIP_ERRORS):
             raise  # the file itself is broken: the caller counts it once and stops
         # A body whose HTTP transfer/content encoding cannot be undone.
-        return _skipped(path, record_id, "undecodable", url)
+        return _skipped(path, name, record_id, "undecodable", url)
     if len(payload) > config.max_document_bytes:
-        return _skipped(path, record_id, "too_large", url)
+        return _skipped(path, name, record_id, "too_large", url)
     if wanted == "conversion" and len(payload) < record.length:
         # The file ended inside this record: what we have is a fragment.
-        return _skipped(path, record_id, "truncated_record", url)
+        return _skipped(path, name, record_id, "truncated_record", url)
     if not payload.strip():
-        return _skipped(path, record_id, "empty_payload", url)
+        return _skipped(path, name, record_id, "empty_payload", url)
     doc = {
-        "id": _doc_id(path, record_id),
+        "id": _doc_id(name, record_id),
         "url": url,
         "source": path,
         "fetch_time": record.rec_headers.get_header("WARC-Date"),
@@ -325,15 +342,15 @@ def _warc_record(
     if wanted == "conversion":
         text = _decode(payload, ["utf-8"])
         if text is None:
-            return _skipped(path, record_id, "undecodable", url)
+            return _skipped(path, name, record_id, "undecodable", url)
         return {**doc, "content_type": "text/plain", "text": text}
     content_type = (record.http_headers.get_header("Content-Type") if record.http_headers else None) or ""
     mime = content_type.split(";")[0].strip().lower()
     if mime not in config.html_content_types:
-        return _skipped(path, record_id, "non_html_content_type", url)
+        return _skipped(path, name, record_id, "non_html_content_type", url)
     html = _decode(payload, _charset_candidates(content_type, payload))
     if html is None:
-        return _skipped(path, record_id, "undecodable", url)
+        return _skipped(path, name, record_id, "undecodable", url)
     return {**doc, "content_type": mime, "html": html}
 
 
@@ -371,20 +388,20 @@ def _decode(payload: bytes, candidates: list[str]) -> str | None:
 # JSONL, Parquet and plain text
 
 
-def _read_jsonl(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
+def _read_jsonl(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
     try:
         stream = _open_decompressed(path)
     except (OSError, *GZIP_ERRORS) as error:
-        yield _skipped(path, "open", f"unreadable_file:{type(error).__name__}")
+        yield _skipped(path, name, "open", f"unreadable_file:{type(error).__name__}")
         return
     line_number = 0
     try:
         for line_number, line in enumerate(_lines(stream), start=1):
             if not line.strip():
                 continue
-            yield _json_document(path, line, line_number, config)
+            yield _json_document(path, name, line, line_number, config)
     except GZIP_ERRORS as error:
-        yield _skipped(path, f"line:{line_number + 1}", _gzip_reason(error))
+        yield _skipped(path, name, f"line:{line_number + 1}", _gzip_reason(error))
 
 
 def _lines(stream, chunk_size: int = 1 << 16) -> Iterator[bytes]:
@@ -397,31 +414,31 @@ def _lines(stream, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         yield rest
 
 
-def _json_document(path: str, line: bytes, line_number: int, config: ReadConfig) -> dict[str, Any]:
+def _json_document(path: str, name: str, line: bytes, line_number: int, config: ReadConfig) -> dict[str, Any]:
     key = f"line:{line_number}"
     if len(line) > config.max_document_bytes:
-        return _skipped(path, key, "too_large")
+        return _skipped(path, name, key, "too_large")
     try:
         record = json.loads(line)
     except UnicodeDecodeError:
-        return _skipped(path, key, "undecodable")
+        return _skipped(path, name, key, "undecodable")
     except json.JSONDecodeError:
-        return _skipped(path, key, "malformed_record")
+        return _skipped(path, name, key, "malformed_record")
     if not isinstance(record, dict):
-        return _skipped(path, key, "malformed_record")
-    return _field_document(path, record, key, config)
+        return _skipped(path, name, key, "malformed_record")
+    return _field_document(path, name, record, key, config)
 
 
-def _field_document(path: str, record: dict[str, Any], key: str, config: ReadConfig) -> dict[str, Any]:
+def _field_document(path: str, name: str, record: dict[str, Any], key: str, config: ReadConfig) -> dict[str, Any]:
     """A JSONL line or Parquet row -> document; an existing id is kept as it is."""
     given_id = record.get(config.id_field)
-    doc_id = str(given_id) if given_id not in (None, "") else _doc_id(path, key)
+    doc_id = str(given_id) if given_id not in (None, "") else _doc_id(name, key)
     url = record.get(config.url_field)
     text = record.get(config.text_field)
     if not isinstance(text, str):
-        return {**_skipped(path, key, "malformed_record", url), "id": doc_id}
+        return {**_skipped(path, name, key, "malformed_record", url), "id": doc_id}
     if not text.strip():
-        return {**_skipped(path, key, "empty_payload", url), "id": doc_id}
+        return {**_skipped(path, name, key, "empty_payload", url), "id": doc_id}
     fetch_time = record.get(config.time_field)
     return {
         "id": doc_id,
@@ -433,14 +450,14 @@ def _field_document(path: str, record: dict[str, Any], key: str, config: ReadCon
     }
 
 
-def _read_parquet(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
+def _read_parquet(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
     try:
         parquet = pq.ParquetFile(fsspec.open(path, "rb").open())
     except (OSError, pa.ArrowException) as error:
-        yield _skipped(path, "open", f"unreadable_file:{type(error).__name__}")
+        yield _skipped(path, name, "open", f"unreadable_file:{type(error).__name__}")
         return
     if config.text_field not in parquet.schema_arrow.names:
-        yield _skipped(path, "open", f"missing_column:{config.text_field}")
+        yield _skipped(path, name, "open", f"missing_column:{config.text_field}")
         return
     wanted = [c for c in (config.text_field, config.id_field, config.url_field, config.time_field) if c in parquet.schema_arrow.names]
     row_number = 0
@@ -449,33 +466,33 @@ def _read_parquet(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str,
             row_number += 1
             text = record.get(config.text_field)
             if isinstance(text, str) and len(text.encode()) > config.max_document_bytes:
-                yield _skipped(path, f"row:{row_number}", "too_large")
+                yield _skipped(path, name, f"row:{row_number}", "too_large")
                 continue
-            yield _field_document(path, record, f"row:{row_number}", config)
+            yield _field_document(path, name, record, f"row:{row_number}", config)
 
 
-def _read_whole_file(path: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
+def _read_whole_file(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
     """A saved HTML page is one document; a plain-text file is one, or one per paragraph (``text_documents``)."""
     try:
         payload = _open_decompressed(path).read(config.max_document_bytes + 1)
     except (OSError, *GZIP_ERRORS) as error:
-        yield _skipped(path, "file", f"unreadable_file:{type(error).__name__}")
+        yield _skipped(path, name, "file", f"unreadable_file:{type(error).__name__}")
         return
     if len(payload) > config.max_document_bytes:
-        yield _skipped(path, "file", "too_large")
+        yield _skipped(path, name, "file", "too_large")
         return
     text = _decode(payload, _charset_candidates("", payload) if fmt == "html" else ["utf-8"])
     if text is None:
-        yield _skipped(path, "file", "undecodable")
+        yield _skipped(path, name, "file", "undecodable")
     elif not text.strip():
-        yield _skipped(path, "file", "empty_payload")
+        yield _skipped(path, name, "file", "empty_payload")
     elif fmt == "html":
-        yield {"id": _doc_id(path, "file"), "source": path, "content_type": "text/html", "html": text}
+        yield {"id": _doc_id(name, "file"), "source": path, "content_type": "text/html", "html": text}
     elif config.text_documents == "file":
-        yield {"id": _doc_id(path, "file"), "source": path, "content_type": "text/plain", "text": text}
+        yield {"id": _doc_id(name, "file"), "source": path, "content_type": "text/plain", "text": text}
     else:
         # Blank runs between paragraphs are separators, not content: they are the only text left out.
         for number, paragraph in enumerate(p for p in text.split("\n\n") if p.strip()):
             key = f"paragraph:{number}"
-            yield {"id": _doc_id(path, key), "source": path, "content_type": "text/plain", "text": paragraph}
+            yield {"id": _doc_id(name, key), "source": path, "content_type": "text/plain", "text": paragraph}
 

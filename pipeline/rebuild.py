@@ -113,19 +113,19 @@ def starting_version(config: BuildConfig) -> str | None:
 
 def new_inputs(listed: list[dict[str, Any]], ingested: list[dict[str, Any]], parent: str) -> list[dict[str, Any]]:
     """The listed files the parent has not ingested. Ingested files must not have changed, and a new
-    file may not share an ingested file's name: document ids derive from file names (``readers.py``),
-    so it could repeat their ids."""
+    file may not share an ingested file's name for ids (its path below the input root; a file's
+    base name in manifests older than those names): it could repeat their ids (``readers.py``)."""
     sizes = {item["path"]: item["size"] for item in ingested}
     changed = [item["path"] for item in listed if item["path"] in sizes and sizes[item["path"]] != item["size"]]
     if changed:
         raise VersionError(f"inputs already in {parent} changed size since: {', '.join(changed)}")
     new = [item for item in listed if item["path"] not in sizes]
-    names = {_name(path) for path in sizes}
-    clashing = [item["path"] for item in new if _name(item["path"]) in names]
+    names = {_id_name(item) for item in ingested}
+    clashing = [item["path"] for item in new if _id_name(item) in names]
     if clashing:
         raise VersionError(
-            f"new inputs are named like inputs already in {parent} (document ids derive from file "
-            f"names, so theirs could repeat): {', '.join(clashing)}"
+            f"new inputs are named like inputs already in {parent} (document ids derive from a file's path "
+            f"below the input root, so theirs could repeat): {', '.join(clashing)}"
         )
     return new
 
@@ -269,8 +269,8 @@ def _versioned(path: str, version: str) -> str:
     return f"{folder}/{version}-{name}"
 
 
-def _name(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
+def _id_name(item: dict[str, Any]) -> str:
+    return item.get("name") or item["path"].rstrip("/").rsplit("/", 1)[-1]
 
 
 def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

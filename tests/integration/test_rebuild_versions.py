@@ -108,10 +108,15 @@ def test_an_ingested_input_that_changed_stops_the_rebuild():
 
 
 def test_a_new_input_named_like_an_ingested_one_stops_the_rebuild():
-    ingested = [{"path": "/in/2024-10/part-0000.jsonl", "size": 10}]
-    listed = [*ingested, {"path": "/in/2024-11/part-0000.jsonl", "size": 12}]
-    with pytest.raises(VersionError, match="named like inputs already in v1.*/in/2024-11/part-0000.jsonl"):
-        new_inputs(listed, ingested, "v1")
+    ingested = [{"path": "/in/2024-10/part-0000.jsonl", "size": 10, "name": "2024-10/part-0000.jsonl"}]
+    elsewhere = {"path": "/in/2024-11/part-0000.jsonl", "size": 12, "name": "2024-11/part-0000.jsonl"}
+    assert new_inputs([*ingested, elsewhere], ingested, "v1") == [elsewhere]  # ids hash the path below the root
+    moved_root = {"path": "/other/2024-10/part-0000.jsonl", "size": 12, "name": "2024-10/part-0000.jsonl"}
+    with pytest.raises(VersionError, match="named like inputs already in v1.*/other/2024-10/part-0000.jsonl"):
+        new_inputs([*ingested, moved_root], ingested, "v1")
+    older = [{"path": "/in/2024-10/part-0000.jsonl", "size": 10}]  # a manifest from before names: base names
+    with pytest.raises(VersionError, match="named like inputs already in v1"):
+        new_inputs([*older, {"path": "/in/2024-11/part-0000.jsonl", "size": 12}], older, "v1")
 
 
 def test_a_rebuild_with_other_stages_than_the_parent_is_refused(tmp_path):

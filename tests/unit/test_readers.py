@@ -200,3 +200,20 @@ def test_shared_malformed_wet_files_never_raise(corpus):
     assert counts["kept"] > 30
     for reason in ("read:truncated_gzip", "read:malformed_header", "read:truncated_record"):
         assert counts[reason] >= 1, counts
+
+
+def test_ids_hash_the_path_below_the_input_root(tmp_path):
+    """Same-named files in two folders get their own ids; moving the whole root keeps them."""
+    for root in ("crawl", "moved"):
+        for language in ("en", "de"):
+            (tmp_path / root / language).mkdir(parents=True)
+            (tmp_path / root / language / "part-0.jsonl").write_text(json.dumps({"text": "a document"}) + "\n")
+    ids = {}
+    for pattern in ("crawl", "moved", "crawl/*/part-0.jsonl"):
+        files = pa.Table.from_pylist(list_inputs([str(tmp_path / pattern)]))
+        assert sorted(files["name"].to_pylist()) == ["de/part-0.jsonl", "en/part-0.jsonl"]
+        ids[pattern] = [row["id"] for batch in read_files(files, ReadConfig()) for row in batch.to_pylist()]
+    assert len(set(ids["crawl"])) == 2
+    assert ids["crawl"] == ids["moved"] == ids["crawl/*/part-0.jsonl"]
+    (single,) = list_inputs([str(tmp_path / "crawl" / "en" / "part-0.jsonl")])
+    assert single["name"] == "part-0.jsonl"
