@@ -85,9 +85,7 @@ def compute_dtype(config: ParallelConfig, device: torch.device) -> torch.dtype:
 
 def parallelize(model: nn.Module, config: ParallelConfig, device: torch.device, world_size: int) -> nn.Module:
     """Move ``model`` to ``device`` and wrap it for ``world_size`` workers (none for one worker)."""
-    if device.type == "cuda" and config.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    _allow_tf32(config, device)
     if not any(parameter.is_meta for parameter in model.parameters()):  # a meta model is materialized later
         model.to(device)
     if config.activation_checkpointing:
@@ -109,6 +107,12 @@ def parallelize(model: nn.Module, config: ParallelConfig, device: torch.device, 
     # No buffer needs broadcasting (RoPE tables are computed, not learned), so skip it every forward.
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    forward_sync_buffers=False)
+
+
+def _allow_tf32(config: ParallelConfig, device: torch.device) -> None:
+    if device.type == "cuda" and config.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def autocast(config: ParallelConfig, device: torch.device) -> AbstractContextManager:
@@ -155,6 +159,9 @@ class PipelineParallel(LocalStages):
     def __init__(self, model: GPT, config: ParallelConfig, device: torch.device, rank: int, world_size: int,
                  micro_batches: int, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         stages = config.pipeline_stages
+        _allow_tf32(config, device)
+        if config.activation_checkpointing:
+            checkpoint_blocks(model)  # before the cut: the stages hold the wrapped blocks
         mesh = init_device_mesh(device.type, (world_size // stages, stages), mesh_dim_names=("data", "pipeline"))
         pipe = PipelinedGPT(model, pp_rank=rank % stages, pp_size=stages, pp_group=mesh["pipeline"].get_group(),
                             device=device, schedule=config.pipeline_schedule, n_microbatches=micro_batches,

@@ -148,8 +148,9 @@ def splits(shakespeare, tmp_path_factory) -> dict[tuple[str, int], Any]:
     return outcomes
 
 
-# 2 stages of the tiny model's 2 blocks: GPipe alone, and 1F1B in each of 2 data-parallel replicas.
-PIPELINES = {2: {"pipeline_schedule": "gpipe"}, 4: {"pipeline_schedule": "1f1b"}}
+# 2 stages of the tiny model's 2 blocks: GPipe alone (recomputing its blocks in backward), and 1F1B in
+# each of 2 data-parallel replicas.
+PIPELINES = {2: {"pipeline_schedule": "gpipe", "activation_checkpointing": True}, 4: {"pipeline_schedule": "1f1b"}}
 
 
 def split_config(shakespeare: Shakespeare, output: Path, init: Path, name: str, workers: int, strategy: str,
