@@ -40,10 +40,11 @@ def test_model_and_optimizer_state_round_trip_through_sharded_files(tmp_path):
         writer.save(model, [optimizer], tmp_path / f"state-{asynchronous}")
         writer.wait()
         restored = torch.nn.Linear(4, 2)
-        restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1.0)
+        restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=1.0, betas=(0.8, 0.9))
         load_sharded(restored, [restored_optimizer], tmp_path / f"state-{asynchronous}")
         assert torch.equal(restored.weight, model.weight)
-        assert restored_optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+        # The state comes back; the hyperparameters are the resuming run's own (its config's).
+        assert restored_optimizer.param_groups[0]["betas"] == (0.8, 0.9)
         assert torch.equal(restored_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
         assert torch.equal(load_full_model(torch.nn.Linear(4, 2), tmp_path / f"state-{asynchronous}").bias, model.bias)
     train_state.save_train_state(tmp_path, step=5, tokens_seen=640, world_size=2)
