@@ -55,12 +55,7 @@ def build(preset_name: str, strategy: str, precision: str, device: torch.device,
     torch.manual_seed(0)
     if strategy == "ddp":
         return parallel.parallelize(GPT(model_config), config, device, dist.get_world_size()), config
-    with torch.device("meta"):
-        model = GPT(model_config)
-    model = parallel.parallelize(model, config, device, dist.get_world_size())
-    parallel.materialize(model, device)
-    parallel.initialize(model, None)
-    return model, config
+    return parallel.sharded_on_meta(lambda: GPT(model_config), config, device, dist.get_world_size()), config
 
 
 def train_step(model, config, optimizers, tokens: torch.Tensor, device: torch.device) -> float:

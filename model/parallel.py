@@ -227,7 +227,23 @@ def materialize(model: nn.Module, device: torch.device) -> None:
         gpt.init_buffers()
 
 
-def initialize(model: nn.Module, full_state: dict[str, Any] | None) -> None:
+def sharded_on_meta(build: Callable[[], nn.Module], config: ParallelConfig, device: torch.device, world_size: int,
+                    full_state: Callable[[], dict[str, Any]] | None = None) -> nn.Module:
+    """An FSDP model that no worker ever holds whole: ``build`` runs on the meta device (no
+    memory), the result is sharded, and only then each worker's shards get memory and values:
+    drawn from the init, or, given ``full_state``, sent from rank 0's copy of those weights."""
+    with torch.device("meta"):
+        model = build()
+    model = parallelize(model, config, device, world_size)
+    materialize(model, device)
+    state = None
+    if full_state is not None:
+        state = full_state() if not dist.is_initialized() or dist.get_rank() == 0 else {}
+    _initialize(model, state)
+    return model
+
+
+def _initialize(model: nn.Module, full_state: dict[str, Any] | None) -> None:
     """Values for a materialized FSDP model: each worker draws its own shards from the init
     (``full_state`` None), or rank 0's ``full_state`` (the whole model's, {} on the other ranks)
     is broadcast to all, each worker keeping its shards."""

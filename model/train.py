@@ -336,17 +336,9 @@ def _set_up(config: TrainConfig, task: TrainingTask) -> tuple[Worker, nn.Module]
                                                  accumulation, task.loss_from_logits)
     if config.parallel.strategy != "fsdp":
         return worker, parallel.parallelize(task.build_model(), config.parallel, device, world_size)
-    # FSDP: the architecture on the meta device (no memory), sharded, then each worker's shards
-    # get memory and values: drawn from the init, or sent from rank 0's copy of the saved weights.
-    with torch.device("meta"):
-        model = task.build_model(load_weights=False)
-    model = parallel.parallelize(model, config.parallel, device, world_size)
-    parallel.materialize(model, device)
-    full_state = None
-    if task.loads_weights():
-        full_state = task.build_model().state_dict() if rank == 0 else {}
-    parallel.initialize(model, full_state)
-    return worker, model
+    saved_weights = (lambda: task.build_model().state_dict()) if task.loads_weights() else None
+    return worker, parallel.sharded_on_meta(lambda: task.build_model(load_weights=False), config.parallel, device,
+                                            world_size, saved_weights)
 
 
 def _train_step(

@@ -43,12 +43,7 @@ def build(name: str, strategy: str, precision: str) -> tuple[torch.nn.Module, pa
     device = torch.device("cpu")
     if strategy == "ddp":
         return parallel.parallelize(GPT(PRESETS[name]), config, device, dist.get_world_size()), config
-    with torch.device("meta"):
-        model = GPT(PRESETS[name])
-    model = parallel.parallelize(model, config, device, dist.get_world_size())
-    parallel.materialize(model, device)
-    parallel.initialize(model, None)
-    return model, config
+    return parallel.sharded_on_meta(lambda: GPT(PRESETS[name]), config, device, dist.get_world_size()), config
 
 
 def train_every_combination(rank: int, world_size: int, tmp_path) -> None:
