@@ -118,14 +118,34 @@ class StatsCollector:
     def __init__(self) -> None:
         self.seconds: Counter[str] = Counter()
         self.counters: dict[str, Counter[str]] = {}
+        # Rows read per input file, kept by path: a read task that Ray retries reports its file again.
+        self.rows_read: dict[str, int] = {}
 
     def add(self, stats: dict[str, Any]) -> None:
         self.seconds.update(stats["seconds"])
         for stage, counts in stats["counters"].items():
             self.counters.setdefault(stage, Counter()).update(counts)
 
+    def add_read(self, path: str, rows: int) -> None:
+        self.rows_read[path] = rows
+
     def get(self) -> dict[str, Any]:
-        return {"seconds": dict(self.seconds), "counters": {k: dict(v) for k, v in self.counters.items()}}
+        return {
+            "seconds": dict(self.seconds),
+            "counters": {k: dict(v) for k, v in self.counters.items()},
+            "rows_read": sum(self.rows_read.values()),
+        }
+
+
+def read_and_count(files, config: ReadConfig, collector):
+    """``map_batches`` function: ``read_files``, telling the collector how many rows each file gave,
+    so the build can check its output against a count taken before any stage ran."""
+    for i in range(len(files)):
+        rows = 0
+        for table in read_files(files.slice(i, 1), config):
+            rows += len(table)
+            yield table
+        ray.get(collector.add_read.remote(files["path"][i].as_py(), rows))
 
 
 class ChainActor(StageChain):
@@ -167,7 +187,7 @@ def build(config: BuildConfig, overwrite: bool = False, previous_index: str | No
     collector = StatsCollector.remote()
 
     ds = ray.data.from_items(inputs, override_num_blocks=max(1, len(inputs))).map_batches(
-        read_files, fn_kwargs={"config": config.read}, batch_size=1, batch_format="pyarrow"
+        read_and_count, fn_kwargs={"config": config.read, "collector": collector}, batch_size=1, batch_format="pyarrow"
     )
     dedup_index = None
     for position, segment in enumerate(plan.segments):
@@ -198,6 +218,7 @@ def build(config: BuildConfig, overwrite: bool = False, previous_index: str | No
     )
     stats = ray.get(collector.get.remote())
     manifest = assemble_manifest(config, plan, inputs, summaries, stats["counters"])
+    check_accounting(manifest, rows_read=stats["rows_read"])
     if dedup_index is not None:
         manifest["dedup_index"] = {"path": INDEX_FOLDER, "previous": previous_index,
                                    **write_index(dedup_index, f"{paths.staging}/{INDEX_FOLDER}", plan.dedup_config)}
@@ -206,6 +227,20 @@ def build(config: BuildConfig, overwrite: bool = False, previous_index: str | No
     result = BuildResult(manifest)
     result.seconds = {"total": time.perf_counter() - started, **stats["seconds"]}
     return result
+
+
+class AccountingError(RuntimeError):
+    """The output does not account for every row read: a bug, so nothing is published."""
+
+
+def check_accounting(manifest: dict[str, Any], rows_read: int) -> None:
+    """Every row read is kept or dropped with a reason, exactly once: ``kept + drops == read``."""
+    dropped = manifest["records"] - manifest["documents"]
+    if manifest["records"] != rows_read:
+        raise AccountingError(
+            f"read {rows_read} rows, but the output accounts for {manifest['records']} "
+            f"({manifest['documents']} kept + {dropped} dropped); nothing was published"
+        )
 
 
 def tokens_dir(config: BuildConfig, version: str) -> str:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
+from ray.data.expressions import col
 import xxhash
 from pydantic import Field
 
@@ -106,15 +107,13 @@ class DocumentEncoder:
                     yield self.encode(pa.Table.from_batches([batch]))
 
     def encode(self, documents: pa.Table) -> pa.Table:
-        documents = documents.filter(pc.greater(pc.utf8_length(pc.fill_null(documents["text"], "")), 0))
         ids = documents["id"].to_pylist()
-        texts = documents["text"].to_pylist()
+        texts = [text or "" for text in documents["text"].to_pylist()]
         # A plain loop: Ray runs an actor per CPU, and encode_ordinary_batch's thread pool would only
-        # add a hand-off per document.
+        # add a hand-off per document. An empty document stays a row with no tokens (not even
+        # <|endoftext|>), so that it is counted, then skipped before packing.
         encode, eot = self.encoding.encode_ordinary, self.encoding.eot_token
-        token_lists = [encode(text) for text in texts]
-        for tokens in token_lists:
-            tokens.append(eot)
+        token_lists = [encode(text) + [eot] if text else [] for text in texts]
         lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
         offsets = np.zeros(len(lengths) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -247,8 +246,11 @@ def build_token_shards(text_dir: str, out_dir: str, config: TokenizeConfig) -> d
     text_files = [f"{text_dir}/{shard['path']}" for shard in read_manifest(text_dir)["shards"]]
     prepare_staging(paths)
     summaries: list[dict[str, Any]] = []
+    empty_documents = 0
     if text_files:
         encoded = encode_documents(text_files, config).materialize()
+        empty_documents = encoded.filter(expr=col("n_tokens") == 0).count()
+        encoded = encoded.filter(expr=col("n_tokens") > 0)
         tokens_per_split = {
             row["split"]: row["sum(n_tokens)"]
             for row in encoded.groupby("split", num_partitions=len(SPLITS)).sum("n_tokens").take_all()
@@ -269,13 +271,23 @@ def build_token_shards(text_dir: str, out_dir: str, config: TokenizeConfig) -> d
             )
             .take_all()
         )
-    manifest = assemble_manifest(config, identity, source, summaries)
+    manifest = assemble_manifest(config, identity, source, summaries, empty_documents)
+    text_documents = read_manifest(text_dir)["documents"]
+    if manifest["documents"] + empty_documents != text_documents:
+        raise RuntimeError(
+            f"{text_dir} holds {text_documents} documents, but {manifest['documents']} were tokenized and "
+            f"{empty_documents} skipped as empty; nothing was published"
+        )
     commit(paths, manifest)
     return manifest
 
 
 def assemble_manifest(
-    config: TokenizeConfig, identity: dict[str, Any], source: dict[str, Any], summaries: list[dict[str, Any]]
+    config: TokenizeConfig,
+    identity: dict[str, Any],
+    source: dict[str, Any],
+    summaries: list[dict[str, Any]],
+    empty_documents: int,
 ) -> dict[str, Any]:
     summaries = sorted(summaries, key=lambda s: (SPLITS.index(s["split"]), s["shard"]))
     splits = {}
@@ -301,6 +313,9 @@ def assemble_manifest(
         "dtype": str(token_dtype(identity["n_vocab"])),
         "eot_token": load_tokenizer(config.tokenizer).eot_token,
         "row_group_rows": ROW_GROUP_ROWS,
+        "documents": sum(s["documents"] for s in splits.values()),
+        # Text documents with no text: nothing to train on, so no tokens (counted, not lost silently).
+        "empty_documents": empty_documents,
         "total_tokens": sum(s["tokens"] for s in splits.values()),
         # UTF-8 bytes of the text the tokens encode, for bits per byte: nats / (ln 2 * bytes).
         "total_bytes": sum(s["bytes"] for s in splits.values()),

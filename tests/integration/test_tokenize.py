@@ -27,7 +27,8 @@ def source_documents(corpus) -> pa.Table:
     wet = [row for row in read_file(str(corpus / "web" / "wet" / "cc-main-2016-50-sample.warc.wet.gz"), ReadConfig()) if row.get("text")]
     assert len(wet) >= 20
     web = pa.table({"id": [row["id"] for row in wet], "text": [row["text"] for row in wet]})
-    return pa.concat_tables([shakespeare, web])
+    empty = documents(["", None], "empty")  # counted as empty by the token stage, never lost silently
+    return pa.concat_tables([shakespeare, web, empty])
 
 
 def write_text_version(docs: pa.Table, folder: Path, n_files: int) -> str:
@@ -57,13 +58,16 @@ def test_shards_decode_back_to_the_source_text_split_by_id(built, source_documen
     out = root / "tokens" / "v1"
     texts, ids = source_documents["text"].to_pylist(), source_documents["id"].to_pylist()
     for split in ("train", "val"):
-        expected = Counter(text for text, doc_id in zip(texts, ids) if split_of(doc_id, CONFIG.val_fraction) == split)
+        expected = Counter(text for text, doc_id in zip(texts, ids) if text and split_of(doc_id, CONFIG.val_fraction) == split)
         assert decoded_documents(out, manifest, split) == expected
         # The exact UTF-8 bytes of each split's text, for bits per byte; per shard they add up.
         assert manifest["splits"][split]["bytes"] == sum(len(text.encode()) for text in expected.elements())
         assert sum(shard["bytes"] for shard in manifest["splits"][split]["shards"]) == manifest["splits"][split]["bytes"]
     assert manifest["total_bytes"] == sum(len(text.encode()) for text in texts if text)
     assert manifest["splits"]["val"]["documents"] > 0
+    # Every text document is tokenized or counted as empty.
+    assert manifest["empty_documents"] == sum(1 for text in texts if not text) > 0
+    assert manifest["documents"] + manifest["empty_documents"] == len(texts)
     assert sorted(p.name for p in (root / "tokens").iterdir()) == ["v1"]  # staging renamed away, junk gone
     assert not (out / "junk.parquet").exists()
 

@@ -41,6 +41,9 @@ def build_without_ray(docs: pa.Table, out: Path, config: TokenizeConfig, batch_r
     out.mkdir(parents=True, exist_ok=True)
     encoder = DocumentEncoder(config.tokenizer, config.val_fraction, batch_rows)
     encoded = pa.concat_tables(encoder.encode(docs.slice(i, batch_rows)) for i in range(0, len(docs), batch_rows))
+    empty = pc.equal(encoded["n_tokens"], 0)
+    empty_documents = pc.sum(empty).as_py() or 0
+    encoded = encoded.filter(pc.invert(empty))
     tokens = {split: pc.sum(encoded.filter(pc.equal(encoded["split"], split))["n_tokens"]).as_py() or 0 for split in ("train", "val")}
     shards = {split: max(1, -(-total // config.shard_tokens)) for split, total in tokens.items() if total}
     grouped = assign_shard(encoded, shards)
@@ -49,7 +52,7 @@ def build_without_ray(docs: pa.Table, out: Path, config: TokenizeConfig, batch_r
         rows = grouped.filter(pc.equal(grouped["_group"], group))
         pad = load_tokenizer(config.tokenizer).eot_token
         summaries += write_token_shard(rows, str(out), shards, config, pad).to_pylist()
-    manifest = assemble_manifest(config, tokenizer_identity(config.tokenizer), {"text_dir": "memory"}, summaries)
+    manifest = assemble_manifest(config, tokenizer_identity(config.tokenizer), {"text_dir": "memory"}, summaries, empty_documents)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return manifest
 
@@ -117,12 +120,12 @@ def test_token_dtype_is_the_smallest_that_holds_the_vocabulary():
     assert token_dtype(65537) == pa.uint32() and token_dtype(200019) == pa.uint32()
 
 
-def test_encoder_appends_endoftext_and_drops_empty_documents():
+def test_encoder_appends_endoftext_and_keeps_empty_documents_as_rows_without_tokens():
     encoder = DocumentEncoder("gpt2", val_fraction=0.0, batch_rows=10)
     out = encoder.encode(pa.table({"id": ["a", "b", "c"], "text": ["Hello world", "", None]}))
-    assert out["id"].to_pylist() == ["a"]
-    assert out["tokens"].to_pylist() == [[15496, 995, 50256]]
-    assert out["n_tokens"].to_pylist() == [3]
+    assert out["id"].to_pylist() == ["a", "b", "c"]  # counted as empty by the build, then skipped
+    assert out["tokens"].to_pylist() == [[15496, 995, 50256], [], []]
+    assert out["n_tokens"].to_pylist() == [3, 0, 0]
     assert out.schema.field("tokens").type.value_type == pa.uint16()
 
 
