@@ -16,7 +16,6 @@ from typing import Callable, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import trafilatura
 from pydantic import PositiveInt
 from resiliparse.extract.html2text import extract_plain_text
 
@@ -58,6 +57,10 @@ def make_text_extractor(config: ExtractConfig) -> TextExtractor:
             # Bylines, dates and share counts above an article are not prose.
             post_meta=False,
         )
+    # Imported only when configured: trafilatura loads lxml's HTML cleaner and language data, which
+    # every actor of a resiliparse build would pay for nothing.
+    import trafilatura
+
     if not config.main_content:
         return trafilatura.html2txt
     return partial(

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.documents import table_from_rows
-from pipeline.filters.url import FragmentMatcher, URLFilter, URLFilterConfig, normalize_host, url_host
+from pipeline.filters.url import SubstringMatcher, URLFilter, URLFilterConfig, normalize_host, url_host
 from pipeline.stage import Drop
 
 
@@ -14,6 +14,8 @@ from pipeline.stage import Drop
         ("http://www.example.com:8080/", "example.com"),
         ("https://user:pw@WWW.Example.com./x", "example.com"),
         ("https://bücher.de/", "xn--bcher-kva.de"),
+        # IDNA 2008 keeps the sharp s (IDNA 2003 mapped it to "ss", another domain).
+        ("https://straße.de/", "xn--strae-oqa.de"),
         ("example.com/path", "example.com"),
         ("http://[::1]:80/", "::1"),
         ("http://[oops/", ""),
@@ -68,11 +70,55 @@ def test_a_host_and_a_domain_above_it_both_listed_is_a_domain_match(tmp_path):
     ]
 
 
-def test_fragment_matcher_finds_fragments_shorter_and_longer_than_its_window():
-    matcher = FragmentMatcher({"abc", "abcdefghijk", "xyz"})
-    assert matcher.k == 3
+def test_substring_matcher_finds_any_fragment_and_matches_nothing_when_empty():
+    matcher = SubstringMatcher({"abc", "abcdefghijk", "xyz"})
     assert matcher.search("123abc") and matcher.search("--xyz--") and matcher.search("zabcdefghijkz")
     assert not matcher.search("ab-c xy")
+    assert not SubstringMatcher(set()).search("anything")
+
+
+@pytest.fixture
+def fineweb_filter(tmp_path):
+    """FineWeb's URL rules, with small hand-written lists."""
+
+    def listing(name: str, text: str) -> list[str]:
+        (tmp_path / name).write_text(text)
+        return [str(tmp_path / name)]
+
+    return URLFilter(
+        URLFilterConfig(
+            url_blocklist_files=listing("urls", "https://news.org/listed-page\n"),
+            banned_words_files=listing("banned", "# whole words\nXXX\nporn\n"),
+            soft_banned_words_files=listing("soft", "hot\ngirls\nlive\n"),
+            banned_subwords_files=listing("subwords", "casino\npornhub\n"),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "reason", "value"),
+    [
+        ("https://news.org/listed-page", "url", None),
+        ("https://news.org/listed-page/2", None, None),  # a listed URL matches only whole
+        ("https://x.com/free-PORN/videos", "banned_word", None),
+        ("https://x.com/xxx.html", "banned_word", None),
+        ("https://x.com/pornography-laws", None, None),  # a banned word matches whole words only
+        ("https://x.com/hot-news", None, None),  # one soft-banned word is not enough
+        ("https://x.com/hot/live-cams", "soft_banned_words", 2),
+        ("https://x.com/hot-girls-live", "soft_banned_words", 3),
+        ("https://best-ca-sino.example/", "banned_subword", None),  # letters and digits alone
+        ("https://x.com/PornHub-clips", "banned_subword", None),
+        ("https://x.com/cooking/recipes", None, None),
+    ],
+)
+def test_fineweb_rules(fineweb_filter, url, reason, value):
+    assert fineweb_filter.check([url]) == [Drop(reason, value) if reason else None]
+
+
+def test_soft_banned_threshold_is_configurable(tmp_path):
+    (tmp_path / "soft").write_text("hot\n")
+    url_filter = URLFilter(URLFilterConfig(soft_banned_words_files=[str(tmp_path / "soft")], soft_banned_threshold=1))
+    assert url_filter.check(["https://x.com/hot-news"]) == [Drop("soft_banned_words", 1)]
 
 
 def test_batches_keep_rows_without_url_and_rows_already_dropped(url_filter):
