@@ -18,6 +18,9 @@ DOC_SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),
         pa.field("url", pa.string()),
         pa.field("source", pa.string()),
+        # The crawl (dump) the document comes from, e.g. ``CC-MAIN-2024-10``: FineWeb deduplicates
+        # within each dump (``dedup.group_by: dump``).
+        pa.field("dump", pa.string()),
         pa.field("fetch_time", pa.string()),
         pa.field("content_type", pa.string()),
         pa.field("html", pa.large_string()),

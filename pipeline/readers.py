@@ -67,6 +67,10 @@ class ReadConfig:
     id_field: str = "id"
     url_field: str = "url"
     time_field: str = "created"
+    dump_field: str = "dump"
+    # The crawl dump of documents whose record (a JSONL or Parquet field, a WARC's warcinfo record)
+    # and path (``CC-MAIN-YYYY-WW``) name none; None leaves it null.
+    dump: str | None = None
     # Documents per output batch: bounds the memory of one read task on big files.
     batch_size: int = 256
     # A plain-text file is one document, or one per blank-line-separated paragraph (a book or a play,
@@ -155,7 +159,20 @@ def read_file(path: str, config: ReadConfig, name: str | None = None) -> Iterato
         return
     reader = {"warc": _read_warc, "wet": _read_warc, "jsonl": _read_jsonl, "parquet": _read_parquet,
               "text": _read_whole_file, "html": _read_whole_file}[fmt]
-    yield from reader(path, name, config, fmt)
+    dump = dump_of_path(path) or config.dump
+    for row in reader(path, name, config, fmt):
+        if row.get("dump") is None:
+            row["dump"] = dump
+        yield row
+
+
+COMMON_CRAWL_DUMP = re.compile(r"CC-MAIN-\d{4}-\d{2}(?!\d)")
+
+
+def dump_of_path(path: str) -> str | None:
+    """The Common Crawl dump a path names (``crawl-data/CC-MAIN-2024-10/segments/...``), if any."""
+    match = COMMON_CRAWL_DUMP.search(path)
+    return match.group(0) if match else None
 
 
 def _doc_id(name: str, key: str) -> str:
@@ -285,12 +302,15 @@ def _read_warc(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[d
         return
     position = 0  # records seen so far: names the error rows stably
     seen_ids: set[str] = set()
+    dump = None  # from the file's warcinfo record, which comes first
     while stream is not None:
         records = ArchiveIterator(stream, arc2warc=True, check_digests=False)
         try:
             for record in records:
                 position += 1
-                yield _warc_record(path, name, record, wanted, config, position, seen_ids)
+                if dump is None and record.rec_type == "warcinfo":
+                    dump = _warcinfo_dump(record)
+                yield {**_warc_record(path, name, record, wanted, config, position, seen_ids), "dump": dump}
             return
         except GZIP_ERRORS as error:
             yield _skipped(path, name, f"error:{position}", _gzip_reason(error))
@@ -305,6 +325,13 @@ def _read_warc(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[d
             except GZIP_ERRORS as gzip_error:
                 yield _skipped(path, name, f"error:{position}", _gzip_reason(gzip_error))
                 return
+
+
+def _warcinfo_dump(record) -> str | None:
+    """The dump a warcinfo record names (Common Crawl writes ``isPartOf: CC-MAIN-2016-50``)."""
+    fields = record.content_stream().read(1 << 16).decode("utf-8", "replace")
+    match = re.search(r"^isPartOf:\s*(\S+)", fields, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def _warc_record(
@@ -440,8 +467,11 @@ def _field_document(path: str, name: str, record: dict[str, Any], key: str, conf
     if not text.strip():
         return {**_skipped(path, name, key, "empty_payload", url), "id": doc_id}
     fetch_time = record.get(config.time_field)
+    dump = record.get(config.dump_field)
     return {
         "id": doc_id,
+        # A dump name, or a Common Crawl path naming one (``crawl-data/CC-MAIN-2020-16/segments/...``).
+        "dump": (dump_of_path(dump) or dump) if isinstance(dump, str) and dump else None,
         "url": url if isinstance(url, str) else None,
         "source": path,
         "fetch_time": str(fetch_time) if fetch_time is not None else None,
@@ -459,7 +489,8 @@ def _read_parquet(path: str, name: str, config: ReadConfig, fmt: str) -> Iterato
     if config.text_field not in parquet.schema_arrow.names:
         yield _skipped(path, name, "open", f"missing_column:{config.text_field}")
         return
-    wanted = [c for c in (config.text_field, config.id_field, config.url_field, config.time_field) if c in parquet.schema_arrow.names]
+    fields = (config.text_field, config.id_field, config.url_field, config.time_field, config.dump_field)
+    wanted = [c for c in fields if c in parquet.schema_arrow.names]
     row_number = 0
     for batch in parquet.iter_batches(batch_size=config.batch_size, columns=wanted):
         for record in batch.to_pylist():

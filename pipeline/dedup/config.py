@@ -107,8 +107,9 @@ def _with_preset(data: dict[str, Any]) -> dict[str, Any]:
 class DedupConfig:
     exact: ExactConfig = field(default_factory=ExactConfig)
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
-    # Deduplicate within each value of this column (e.g. ``source``, FineWeb's per-dump setting);
-    # None: across the whole dataset.
+    # Deduplicate within each value of this column; None: across the whole dataset. ``dump`` is
+    # FineWeb's setting, each crawl dump on its own (readers fill ``dump`` from Common Crawl paths,
+    # warcinfo records, a JSONL/Parquet field or ``read.dump``). Rows with no value form one group.
     group_by: str | None = None
     # At or below this many candidate edges, connected components run as one union-find on the
     # driver and the decisions are broadcast to the document blocks. Above it, both run distributed.

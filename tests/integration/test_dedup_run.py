@@ -66,19 +66,20 @@ def index_files(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def test_group_by_keeps_one_copy_per_group(ray_local, corpus):
+def test_group_by_dump_keeps_one_copy_per_dump(ray_local, corpus):
     text = base_text(sentences(corpus), random.Random(5), 12)
     table = table_from_rows(
-        [{"id": "a", "source": "dump-1", "text": text}, {"id": "b", "source": "dump-2", "text": text},
-         {"id": "c", "source": "dump-2", "text": text}]
+        [{"id": "a", "dump": "CC-MAIN-2024-10", "source": "x", "text": text},
+         {"id": "b", "dump": "CC-MAIN-2024-18", "source": "x", "text": text},
+         {"id": "c", "dump": "CC-MAIN-2024-18", "source": "y", "text": text}]
     )
-    _, scoped = run(table, DedupConfig(group_by="source"))
+    _, scoped = run(table, DedupConfig(group_by="dump"))
     assert [row["drop_reason"] for row in scoped] == [None, None, "dedup:exact_dup"]
     assert [row["dup_cluster_id"] for row in scoped] == ["a", "b", "b"]
     _, everywhere = run(table, DedupConfig())
     assert [row["drop_reason"] for row in everywhere] == [None, "dedup:exact_dup", "dedup:exact_dup"]
-    with pytest.raises(ConfigError, match="dedup.group_by: the documents have no column 'dump'"):
-        deduplicate(ray.data.from_arrow(table), DedupConfig(group_by="dump"))
+    with pytest.raises(ConfigError, match="dedup.group_by: the documents have no column 'crawl'"):
+        deduplicate(ray.data.from_arrow(table), DedupConfig(group_by="crawl"))
 
 
 def test_incremental_rebuild_removes_only_the_new_copies(ray_local, corpus, tmp_path):

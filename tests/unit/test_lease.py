@@ -85,7 +85,7 @@ def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path):
                  for _ in range(6)]
     for process in processes:
         process.start()
-    outcomes = sorted(results.get(timeout=60) for _ in processes)
+    outcomes = sorted(results.get(timeout=300) for _ in processes)  # spawned imports are slow on a busy machine
     everyone_tried.set()
     for process in processes:
         process.join()

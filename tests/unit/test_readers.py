@@ -217,3 +217,24 @@ def test_ids_hash_the_path_below_the_input_root(tmp_path):
     assert ids["crawl"] == ids["moved"] == ids["crawl/*/part-0.jsonl"]
     (single,) = list_inputs([str(tmp_path / "crawl" / "en" / "part-0.jsonl")])
     assert single["name"] == "part-0.jsonl"
+
+
+def test_dump_comes_from_the_record_then_the_path_then_the_config(tmp_path, corpus):
+    wet = corpus / "web" / "wet" / "cc-main-2016-50-sample.warc.wet.gz"
+    assert {row["dump"] for row in read(wet)} == {"CC-MAIN-2016-50"}  # its warcinfo record's isPartOf
+    crawl_path = tmp_path / "crawl-data" / "CC-MAIN-2024-10" / "segments" / "a.warc.gz"
+    crawl_path.parent.mkdir(parents=True)
+    crawl_path.write_bytes(warc_bytes([("https://a.example/", HTML, "text/html")]))  # no warcinfo record
+    assert {row["dump"] for row in read(crawl_path)} == {"CC-MAIN-2024-10"}
+    assert {row["dump"] for row in read(crawl_path, dump="mine")} == {"CC-MAIN-2024-10"}  # the path wins
+    plain = tmp_path / "plain.warc.gz"
+    plain.write_bytes(warc_bytes([("https://a.example/", HTML, "text/html")]))
+    assert {row["dump"] for row in read(plain)} == {None}
+    assert {row["dump"] for row in read(plain, dump="crawl-7")} == {"crawl-7"}
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text(
+        json.dumps({"text": "a", "dump": "CC-MAIN-2019-09"}) + "\n"
+        + json.dumps({"text": "b", "dump": "crawl-data/CC-MAIN-2020-16/segments/1/wet/x.wet.gz"}) + "\n"
+        + json.dumps({"text": "c"}) + "\n"
+    )
+    assert [row["dump"] for row in read(jsonl, dump="fallback")] == ["CC-MAIN-2019-09", "CC-MAIN-2020-16", "fallback"]
