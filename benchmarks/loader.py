@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -45,6 +44,7 @@ from model.config import preset  # noqa: E402
 from model.gpt import GPT  # noqa: E402
 from pipeline.corpus import corpus_path  # noqa: E402
 from pipeline.tokenize import TokenizeConfig, build_token_shards  # noqa: E402
+from pipeline.versions import Build, VersionPaths, publish  # noqa: E402
 
 CONTEXT = 256
 
@@ -55,9 +55,11 @@ def token_dataset(folder: Path, copies: int) -> str:
         lines = path.read_text().splitlines()
         texts += ["\n".join(lines[i : i + 20]) for i in range(0, len(lines), 20)]
     texts = [f"{copy} {text}" for copy in range(copies) for text in texts]
-    (folder / "text" / "shards").mkdir(parents=True)
-    pq.write_table(pa.table({"id": [str(i) for i in range(len(texts))], "text": texts}), folder / "text" / "shards" / "part-0.parquet")
-    (folder / "text" / "manifest.json").write_text(json.dumps({"shards": [{"path": "shards/part-0.parquet"}]}))
+    text = Build(VersionPaths.of(str(folder / "text")), "build-benchmark")
+    shard = f"{text.name}/shards/part-0.parquet"
+    (folder / "text" / shard).parent.mkdir(parents=True)
+    pq.write_table(pa.table({"id": [str(i) for i in range(len(texts))], "text": texts}), folder / "text" / shard)
+    publish(text, {"documents": len(texts), "shards": [{"path": shard, "rows": len(texts)}]})
     config = TokenizeConfig(context_length=CONTEXT, shard_tokens=2_000_000, val_fraction=0.01)
     manifest = build_token_shards(str(folder / "text"), str(folder / "tokens"), config)
     print(f"token data: {manifest['splits']['train']['tokens']:,} train tokens in {len(manifest['splits']['train']['shards'])} shards")

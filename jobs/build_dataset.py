@@ -16,20 +16,24 @@ from pipeline.build import build, tokenize_version, tokens_dir
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import ConfigError
 from pipeline.report import log_build, summary_table, tokens_summary
-from pipeline.shards import VersionPaths
 from pipeline.tokenize import TokenShardsExist
+from pipeline.versions import VersionPaths
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(__doc__, "build config YAML (jobs/configs/*.yaml)")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if this version is complete")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="build this version again even if it is complete: a new build beside the old one, whose files "
+             "stay until the dataset's garbage collection (jobs/rebuild_dataset.py --gc)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_build_config(args)
         ray.init()
         result = build(config, overwrite=args.overwrite)
         # Also when the text was complete: finishes token shards an interrupted run left undone.
-        tokens = tokenize_version(config, config.dataset.version)
+        tokens = tokenize_version(config, config.dataset.version, overwrite=args.overwrite)
     except (ConfigError, TokenShardsExist) as error:  # a bad config, or token shards made otherwise
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,12 +1,13 @@
 """Batch inference on Ray Data: complete every prompt of a dataset, or score every text.
 
     python jobs/generate_batch.py --model data/runs/pretrain-demo --input prompts.jsonl --output data/completions
-    python jobs/generate_batch.py --model models:/webllm-demo/1 --input 'data/datasets/demo/v1/shards' \
+    python jobs/generate_batch.py --model models:/webllm-demo/1 --input data/datasets/demo/v1 \
         --output data/scores --score
 
-The input is Parquet or JSON lines (a file, folder or glob; local or s3://). Each output row is its
+The input is Parquet or JSON lines (a file, folder or glob; local or s3://), or a dataset version
+(its text shards, as its manifest lists them). Each output row is its
 input row plus ``completion`` (or, with ``--score``, ``log_likelihood`` and ``bits_per_byte``). The
-output is Parquet with a ``manifest.json``, committed like a dataset build; the run is logged to
+output is Parquet with a ``manifest.json``, published like a dataset version; the run is logged to
 MLflow (experiment ``batch-inference``). Runs on a local Ray, or on the cluster ``RAY_ADDRESS`` names.
 """
 

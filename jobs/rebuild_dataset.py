@@ -2,6 +2,8 @@
 
     python jobs/rebuild_dataset.py --config jobs/configs/demo.yaml [--input PATH ...]
                                    [--output DIR] [--set key=value ...]
+    python jobs/rebuild_dataset.py --config ... --gc [--gc-min-age-hours H]   # remove unlisted files
+    python jobs/rebuild_dataset.py --config ... --compact-index               # merge index parts
 
 The config is a build config (``jobs/build_dataset.py``) with a dedup stage; its ``inputs`` are
 listed on every run and compared with the current version's. With nothing new it does nothing;
@@ -12,6 +14,11 @@ Runs never overlap: a run holds a lease in the dataset's storage (``pipeline/lea
 that finds the lease held by a live run says so and exits 0, so the catch-up runs a scheduler starts
 after downtime collapse into one. A run stops itself after ``schedule.max_seconds`` (exit 3),
 leaving the current version as it was.
+
+``--gc`` removes the files no version's manifest lists (what killed builds and ``--overwrite``
+left), in the dataset and its token shards; build folders younger than ``--gc-min-age-hours`` are
+spared. ``--compact-index`` merges the current version's dedup index parts (one per rebuild) into
+one. Both take the same lease as a rebuild.
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import threading
 
 import ray
 
-from pipeline.build import BuildConfig, tokenize_version, tokens_dir
+from pipeline.build import BuildConfig, tokenize_version, tokens_dir, tokens_root
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import ConfigError
 from pipeline.lease import LeaseHeld, held
 from pipeline.rebuild import log_rebuild, rebuild
 from pipeline.report import summary_table, tokens_summary
-from pipeline.shards import VersionPaths, absolute
+from pipeline.maintenance import collect_dataset_garbage, compact_current_index
+from pipeline.storage import absolute
 from pipeline.tokenize import TokenShardsExist
+from pipeline.versions import VersionError, VersionPaths
 
 # Beyond max_seconds, the lease lasts this much longer: the time a run takes to stop itself.
 STOP_MARGIN_SECONDS = 600
@@ -37,7 +46,13 @@ TIMED_OUT = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(__doc__, "build config YAML with a dedup stage (jobs/configs/*.yaml)").parse_args(argv)
+    parser = build_parser(__doc__, "build config YAML with a dedup stage (jobs/configs/*.yaml)")
+    upkeep = parser.add_mutually_exclusive_group()
+    upkeep.add_argument("--gc", action="store_true", help="remove the files no version lists, then exit")
+    upkeep.add_argument("--compact-index", action="store_true", help="merge the current version's dedup index parts")
+    parser.add_argument("--gc-min-age-hours", type=float, default=24.0,
+                        help="--gc spares build folders younger than this (a build may be writing them)")
+    args = parser.parse_args(argv)
     try:
         config = load_build_config(args)
     except ConfigError as error:
@@ -46,10 +61,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with held(absolute(config.output), config.schedule.max_seconds + STOP_MARGIN_SECONDS):
             stop_after(config.schedule.max_seconds)
+            if args.gc:
+                return collect(config, args.gc_min_age_hours * 3600)
+            if args.compact_index:
+                return compact(config)
             return run(config)
     except LeaseHeld as error:
         print(f"another rebuild is running, so this one does nothing: {error}")
         return 0
+
+
+def collect(config: BuildConfig, min_age_seconds: float) -> int:
+    garbage = collect_dataset_garbage(config, min_age_seconds)
+    for root, removed in ((config.output, garbage.text), (tokens_root(config) if config.tokenize else None, garbage.tokens)):
+        if root is None:
+            continue
+        print(f"{root}: removed {len(removed)} files no manifest lists" + "".join(f"\n  {p}" for p in removed[:20]))
+    return 0
+
+
+def compact(config: BuildConfig) -> int:
+    try:
+        ray.init()
+        manifest = compact_current_index(config)
+    except (ConfigError, VersionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if manifest is None:
+        print("the current version's dedup index is one part already; nothing to do")
+    else:
+        print(f"dedup index compacted into {manifest['dedup_index']['parts'][0]} ({manifest['dedup_index']['rows']:,} rows)")
+    return 0
 
 
 def stop_after(seconds: int) -> None:

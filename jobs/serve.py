@@ -22,7 +22,7 @@ from ray import serve
 
 from model.serve.app import APP_NAME, build_app, default_model_name
 from pipeline.config import ConfigError
-from pipeline.shards import absolute
+from pipeline.storage import absolute
 from pipeline.tracking import tracking_uri
 
 # What a replica needs from the driver's environment to find models and tokenizers.

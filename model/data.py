@@ -37,7 +37,6 @@ split across workers, so the validation set is the same whatever the world size.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import field
@@ -54,7 +53,8 @@ from pydantic import Field
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from pipeline.config import ConfigError, config_dataclass
-from pipeline.shards import MANIFEST, filesystem
+from pipeline.storage import filesystem
+from pipeline.versions import MANIFEST, open_version, version_file
 from pipeline.tokenize import FORMAT
 
 IGNORE_INDEX = -100  # targets the loss skips: the padding after a shard's last real token
@@ -82,10 +82,9 @@ class LoaderConfig:
 # Sources and the read plan: pure functions of the manifests
 
 
-@functools.cache  # a committed token folder never changes: read each manifest once per process
+@functools.cache  # a published token version never changes: read each manifest once per process
 def token_manifest(root: str) -> dict[str, Any]:
-    with filesystem(root).open(f"{root}/{MANIFEST}", "r") as f:
-        manifest = json.load(f)
+    manifest = open_version(root)  # complete, or it says which files are missing
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{root}: not a token dataset ({MANIFEST} has format {manifest.get('format')!r})")
     return manifest
@@ -121,7 +120,7 @@ def chunks(root: str, split: str) -> list[tuple[str, int, int]]:
     found = []
     for shard in manifest["splits"][split]["shards"]:
         for group in range(math.ceil(shard["sequences"] / per_group)):
-            found.append((f"{root}/{shard['path']}", group, min(per_group, shard["sequences"] - group * per_group)))
+            found.append((version_file(root, shard["path"]), group, min(per_group, shard["sequences"] - group * per_group)))
     return found
 
 

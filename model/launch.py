@@ -33,7 +33,7 @@ from model.sharded_state import load_full_model
 from model.train import Job, TrainingTask, evaluate_worker, train_worker
 from model.train_config import TrainConfig
 from pipeline import tracking
-from pipeline.shards import absolute
+from pipeline.storage import absolute
 
 
 @dataclass(frozen=True)

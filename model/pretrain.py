@@ -38,7 +38,7 @@ from model.train import Batch, Evaluation, ResumableBatches, Worker
 from model.train_config import TrainConfig, global_batch_sequences
 from pipeline.config import ConfigError, config_dataclass, validate
 from pipeline.corpus import corpus_path
-from pipeline.shards import absolute
+from pipeline.storage import absolute
 from pipeline.tokenizer import load_tokenizer
 
 

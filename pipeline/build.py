@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import field, fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 import ray
@@ -24,22 +24,12 @@ from pipeline.chain import StageChain
 from pipeline.config import ConfigError, config_dataclass, to_dict, validate
 from pipeline.dedup import INDEX_FOLDER, DedupConfig, deduplicate, write_index
 from pipeline.readers import ReadConfig, list_inputs, read_files
-from pipeline.shards import (
-    absolute,
-    ShardConfig,
-    VersionPaths,
-    assign_shard,
-    commit,
-    is_complete,
-    prepare_staging,
-    read_manifest,
-    shard_count,
-    text_bytes,
-    write_shard,
-)
+from pipeline.shards import ShardConfig, assign_shard, shard_count, text_bytes, write_shard
+from pipeline.storage import absolute
 from pipeline.decontaminate import DecontaminateConfig, eval_set_summaries
 from pipeline.stages import DEDUP, make_stage, parse_stage_entry, stage_config
 from pipeline.tokenize import TokenizeConfig, build_token_shards
+from pipeline.versions import Build, VersionPaths, is_complete, publish, read_manifest
 
 READ = "read"
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -168,22 +158,40 @@ class BuildResult(dict):
     skipped: bool = False
 
 
-def build(config: BuildConfig, overwrite: bool = False, previous_index: str | None = None) -> BuildResult:
-    """Build (or find complete) the version ``config`` names.
+@dataclass
+class Draft:
+    """A version's files, written into its build folder, and the manifest that will publish them."""
 
-    ``previous_index``: the dedup index of an earlier version; new documents that duplicate
-    anything in it are removed, and the index this build writes covers both (incremental rebuilds).
-    """
-    plan = Plan(config)
+    build: Build
+    manifest: dict[str, Any]
+    hashes: dict[str, str]  # sha256 of the files whose writers computed it, by path from the version folder
+    seconds: dict[str, float]
+
+
+def build(config: BuildConfig, overwrite: bool = False) -> BuildResult:
+    """Build (or find complete) the version ``config`` names, and publish it (``versions.py``).
+    ``overwrite``: build a complete version again, beside the one there."""
     paths = VersionPaths(absolute(config.output), config.dataset.version)
     if is_complete(paths) and not overwrite:
         result = BuildResult(read_manifest(paths.final))
         result.seconds, result.skipped = {}, True
         return result
+    draft = write_version(config, Build.start(paths), list_inputs(config.inputs))
+    result = BuildResult(publish(draft.build, draft.manifest, draft.hashes))
+    result.seconds = draft.seconds
+    return result
 
+
+def write_version(
+    config: BuildConfig, build: Build, inputs: list[dict[str, Any]], previous_index: list[str] | None = None
+) -> Draft:
+    """Read ``inputs``, run the stages, write shards, audit and dedup index into ``build``'s folder.
+
+    ``previous_index``: the dedup index parts of earlier versions; new documents that duplicate
+    anything in them are removed, and the index part written here holds the new documents alone.
+    """
+    plan = Plan(config)
     started = time.perf_counter()
-    inputs = list_inputs(config.inputs)
-    prepare_staging(paths)
     collector = StatsCollector.remote()
 
     ds = ray.data.from_items(inputs, override_num_blocks=max(1, len(inputs))).map_batches(
@@ -211,22 +219,21 @@ def build(config: BuildConfig, overwrite: bool = False, previous_index: str | No
         .groupby("_shard", num_partitions=n_shards)
         .map_groups(
             write_shard,
-            fn_kwargs={"staging_dir": paths.staging, "n_shards": n_shards, "config": config.shards},
+            fn_kwargs={"folder": build.folder, "n_shards": n_shards, "config": config.shards},
             batch_format="pyarrow",
         )
         .take_all()
     )
     stats = ray.get(collector.get.remote())
-    manifest = assemble_manifest(config, plan, inputs, summaries, stats["counters"])
+    manifest = assemble_manifest(config, plan, inputs, summaries, stats["counters"], build.name)
     check_accounting(manifest, rows_read=stats["rows_read"])
     if dedup_index is not None:
-        manifest["dedup_index"] = {"path": INDEX_FOLDER, "previous": previous_index,
-                                   **write_index(dedup_index, f"{paths.staging}/{INDEX_FOLDER}", plan.dedup_config)}
-    commit(paths, manifest)
-
-    result = BuildResult(manifest)
-    result.seconds = {"total": time.perf_counter() - started, **stats["seconds"]}
-    return result
+        index_part = f"{build.name}/{INDEX_FOLDER}"
+        written = write_index(dedup_index, f"{build.folder}/{INDEX_FOLDER}", plan.dedup_config)
+        manifest["dedup_index"] = {"parts": [index_part], "rows": written["rows"], "part_rows": [written["rows"]]}
+    hashes = {f"{build.name}/shards/{s['name']}": s["sha256"] for s in summaries if s["rows"]}
+    hashes.update({f"{build.name}/audit/{s['name']}": s["audit_sha256"] for s in summaries if s["audit_sha256"]})
+    return Draft(build, manifest, hashes, {"total": time.perf_counter() - started, **stats["seconds"]})
 
 
 class AccountingError(RuntimeError):
@@ -243,19 +250,26 @@ def check_accounting(manifest: dict[str, Any], rows_read: int) -> None:
         )
 
 
-def tokens_dir(config: BuildConfig, version: str) -> str:
+def tokens_root(config: BuildConfig) -> str:
     root = config.tokenize.output if config.tokenize.output else f"{config.output.rstrip('/')}-tokens"
-    return f"{absolute(root)}/{version}"
+    return absolute(root).rstrip("/")
 
 
-def tokenize_version(config: BuildConfig, version: str) -> dict[str, Any] | None:
-    """Token shards of a finished text version, if the config asks for them; returns their manifest.
-    A no-op when they are already complete, so a rerun finishes what an interrupted one started."""
+def tokens_dir(config: BuildConfig, version: str) -> str:
+    return f"{tokens_root(config)}/{version}"
+
+
+def tokenize_version(config: BuildConfig, version: str, overwrite: bool = False) -> dict[str, Any] | None:
+    """Token shards of a published text version, if the config asks for them; returns their manifest.
+    A no-op when they are already complete, so a rerun finishes what an interrupted one started.
+    A rebuilt version tokenizes only its new documents when its parent has token shards."""
     if config.tokenize is None:
         return None
     text_dir = VersionPaths(absolute(config.output), version).final
     tokenize = TokenizeConfig(**{f.name: getattr(config.tokenize, f.name) for f in fields(TokenizeConfig)})
-    return build_token_shards(text_dir, tokens_dir(config, version), tokenize)
+    lineage = read_manifest(text_dir).get("parent")
+    parent = tokens_dir(config, lineage["version"]) if lineage else None
+    return build_token_shards(text_dir, tokens_dir(config, version), tokenize, parent=parent, overwrite=overwrite)
 
 
 def assemble_manifest(
@@ -264,7 +278,9 @@ def assemble_manifest(
     inputs: list[dict[str, Any]],
     summaries: list[dict[str, Any]],
     counters: dict[str, dict[str, int]],
+    build_name: str,
 ) -> dict[str, Any]:
+    """The manifest of one build's files; their paths start at its version folder."""
     summaries = sorted(summaries, key=lambda s: s["shard"])
     drops: Counter[str] = Counter()
     for summary in summaries:
@@ -307,10 +323,11 @@ def assemble_manifest(
         },
         "stages": stages,
         "shards": [
-            {"path": f"shards/{s['name']}", "rows": s["rows"], "sha256": s["sha256"]} for s in summaries if s["rows"]
+            {"path": f"{build_name}/shards/{s['name']}", "rows": s["rows"], "sha256": s["sha256"]}
+            for s in summaries if s["rows"]
         ],
         "audit": {
             "rows": sum(s["audit_rows"] for s in summaries),
-            "files": [f"audit/{s['name']}" for s in summaries if s["audit_rows"]],
+            "files": [f"{build_name}/audit/{s['name']}" for s in summaries if s["audit_rows"]],
         },
     }

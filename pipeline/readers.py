@@ -14,7 +14,6 @@ stage whose ``drop_reason`` says why it was skipped (``read:truncated_gzip``,
 from __future__ import annotations
 
 import codecs
-import gzip
 import io
 import json
 import logging

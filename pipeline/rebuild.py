@@ -1,20 +1,21 @@
 """Incremental rebuilds: a new dataset version from the inputs that landed since the current one.
 
     list the config's inputs --compare with the current version's manifest--> new files (none: stop)
-    build the new files alone, deduplicated against the current version's dedup index
-        -> <root>/.increments/<parent>/<version>/      scratch; reused if a crash comes later
-    assemble <root>/.<version>.inprogress/: the parent's shards as they are, the increment's
-        shards beside them (renamed ``<version>-part-...``), the increment's dedup index (it
-        covers both), and a manifest that names the parent
-    commit it as <root>/<version>/, then move CURRENT to it (``versions.py``)
+    build the new files alone into <root>/<version>/<build>/, deduplicated against the current
+        version's dedup index parts (``build.write_version``)
+    publish <version>: a manifest listing the parent's files by path (``../<parent>/...``, nothing
+        copied) and the new build's, with the parent's index parts plus the new one
+    then move CURRENT to it (``versions.py``)
 
-Nothing of the parent version is ever written and CURRENT moves last, so a run killed at any point
-leaves the parent current and intact. The next run resumes: a complete increment whose inputs are
-still the new ones is reused, and a committed version that CURRENT never reached is adopted.
-With no current version yet, the first run is an ordinary full build of ``dataset.version``.
+A rebuild writes and reads O(new data): new shards, new audit files and a new index part; the
+parent's files are referenced, never rewritten. Nothing of the parent version is ever written and
+CURRENT moves last, so a run killed at any point leaves the parent current and intact; the next run
+builds the increment again in a new build folder, and ``collect_garbage`` removes the old one. A
+published version that CURRENT never reached is adopted. With no current version yet, the first run
+is an ordinary full build of ``dataset.version``.
 
-Runs must not overlap (two would build the same next version): schedule them further apart than
-one run takes, and bound a run's time (``activeDeadlineSeconds`` on Kubernetes, ``flock`` in cron).
+Runs must not overlap (two would build the same next version): the job holds a lease
+(``lease.py``) and bounds its time (``schedule.max_seconds``).
 """
 
 from __future__ import annotations
@@ -22,31 +23,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Callable, Literal
 
 from pipeline import tracking
-from pipeline.build import BuildConfig, Plan, build
+from pipeline.build import BuildConfig, Plan, build, write_version
 from pipeline.config import ConfigError, to_dict
-from pipeline.dedup import INDEX_FOLDER
 from pipeline.readers import list_inputs
 from pipeline.report import log_build, stage_metrics
-from pipeline.shards import (
+from pipeline.storage import absolute, filesystem
+from pipeline.versions import (
     MANIFEST,
+    Build,
+    VersionError,
     VersionPaths,
-    absolute,
-    commit,
-    filesystem,
     is_complete,
-    prepare_staging,
+    next_version,
+    publish,
+    read_current,
     read_manifest,
+    rebase,
+    set_current,
+    version_file,
 )
-from pipeline.versions import VersionError, next_version, read_current, set_current
 
 logger = logging.getLogger(__name__)
 
-INCREMENTS = ".increments"
 # The build settings every version of one dataset shares: a version mixing two would be neither.
 SHARED_SETTINGS = ("read", "stages", "shards")
 
@@ -71,7 +74,7 @@ def rebuild(config: BuildConfig) -> RebuildResult:
     current = starting_version(config)
     if current is None:
         result = build(config)
-        _advance(root, config.dataset.version)
+        set_current(root, config.dataset.version)
         return RebuildResult("first", config.dataset.version, None, dict(result), result.seconds)
 
     parent_manifest = read_manifest(VersionPaths(root, current).final)
@@ -81,10 +84,18 @@ def rebuild(config: BuildConfig) -> RebuildResult:
         return RebuildResult("unchanged", current, None, parent_manifest, {})
 
     version = next_version(current)
-    increment_dir, increment, seconds = build_increment(config, current, version, new)
-    manifest = assemble(config, current, parent_manifest, version, increment_dir, increment)
-    _advance(root, version)
-    return RebuildResult("increment", version, current, manifest, seconds)
+    target = Build.start(VersionPaths(root, version))
+    own = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset, version=version))
+    parent_dir = VersionPaths(root, current).final
+    parent_index = [version_file(parent_dir, part) for part in parent_manifest["dedup_index"]["parts"]]
+    increment = write_version(own, target, new, previous_index=parent_index)
+    lineage = {"version": current, "manifest_sha256": _sha256(f"{parent_dir}/{MANIFEST}")}
+    from_parent = partial(rebase, from_dir=parent_dir, to_dir=target.paths.final)
+    manifest = merged_manifest(own, lineage, parent_manifest, increment.manifest, from_parent)
+    inherited = [{**f, "path": from_parent(f["path"])} for f in parent_manifest["files"]]
+    manifest = publish(target, manifest, increment.hashes, inherited=inherited)
+    set_current(root, version)
+    return RebuildResult("increment", version, current, manifest, increment.seconds)
 
 
 def starting_version(config: BuildConfig) -> str | None:
@@ -99,7 +110,7 @@ def starting_version(config: BuildConfig) -> str | None:
         if not is_complete(VersionPaths(root, config.dataset.version)):
             return None
         current = config.dataset.version
-        _advance(root, current)
+        set_current(root, current)
     while is_complete(successor := VersionPaths(root, next_version(current))):
         if read_manifest(successor.final).get("parent", {}).get("version") != current:
             raise VersionError(
@@ -107,7 +118,7 @@ def starting_version(config: BuildConfig) -> str | None:
                 f"{root}/CURRENT at the version to build on"
             )
         current = successor.version
-        _advance(root, current)
+        set_current(root, current)
     return current
 
 
@@ -130,88 +141,39 @@ def new_inputs(listed: list[dict[str, Any]], ingested: list[dict[str, Any]], par
     return new
 
 
-def build_increment(
-    config: BuildConfig, parent: str, version: str, new: list[dict[str, Any]]
-) -> tuple[str, dict[str, Any], dict[str, float]]:
-    """Build the new inputs alone, deduplicated against the parent's index; returns the increment's
-    folder, manifest and timings. A complete increment of exactly these inputs is reused."""
-    scratch = f"{config.output.rstrip('/')}/{INCREMENTS}/{parent}"
-    paths = VersionPaths(scratch, version)
-    increment_config = dataclasses.replace(
-        config,
-        dataset=dataclasses.replace(config.dataset, version=version),
-        inputs=[item["path"] for item in new],
-        output=scratch,
-    )
-    reusable = is_complete(paths) and read_manifest(paths.final)["inputs"] == new
-    previous_index = f"{VersionPaths(config.output, parent).final}/{INDEX_FOLDER}"
-    result = build(increment_config, overwrite=not reusable, previous_index=previous_index)
-    return paths.final, dict(result), result.seconds
-
-
-def assemble(
-    config: BuildConfig,
-    parent: str,
-    parent_manifest: dict[str, Any],
-    version: str,
-    increment_dir: str,
-    increment: dict[str, Any],
-) -> dict[str, Any]:
-    """Stage and commit the new version: the parent's files, the increment's, one manifest."""
-    target = VersionPaths(config.output, version)
-    parent_dir = VersionPaths(config.output, parent).final
-    fs = filesystem(target.staging)
-    prepare_staging(target)
-
-    renamed_shards = [{**shard, "path": _versioned(shard["path"], version)} for shard in increment["shards"]]
-    renamed_audit = [_versioned(path, version) for path in increment["audit"]["files"]]
-    placements = [(f"{parent_dir}/{s['path']}", s["path"]) for s in parent_manifest["shards"]]
-    placements += [(f"{parent_dir}/{path}", path) for path in parent_manifest["audit"]["files"]]
-    placements += [(f"{increment_dir}/{old['path']}", new["path"]) for old, new in zip(increment["shards"], renamed_shards)]
-    placements += [(f"{increment_dir}/{old}", new) for old, new in zip(increment["audit"]["files"], renamed_audit)]
-    index_dir = f"{increment_dir}/{INDEX_FOLDER}"
-    index_files = fs._strip_protocol(index_dir).rstrip("/") + "/"
-    placements += [(path, f"{INDEX_FOLDER}/{path.removeprefix(index_files)}") for path in fs.find(index_dir)]
-    for source, relative in placements:
-        _place(fs, source, f"{target.staging}/{relative}")
-
-    lineage = {"version": parent, "manifest_sha256": hashlib.sha256(fs.cat_file(f"{parent_dir}/{MANIFEST}")).hexdigest()}
-    manifest = merged_manifest(config, version, lineage, parent_manifest, increment, renamed_shards, renamed_audit)
-    commit(target, manifest)
-    return manifest
-
-
 def merged_manifest(
     config: BuildConfig,
-    version: str,
     lineage: dict[str, str],
     parent_manifest: dict[str, Any],
     increment: dict[str, Any],
-    increment_shards: list[dict[str, Any]],
-    increment_audit: list[str],
+    from_parent: Callable[[str], str],
 ) -> dict[str, Any]:
-    """The parent's manifest plus the increment's: inputs, counts and files add up; ``increment``
-    keeps what this rebuild alone read, kept and dropped."""
-    own = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset, version=version))
+    """The parent's manifest plus the increment's: inputs, counts and files add up (the parent's
+    paths seen from the new version, by ``from_parent``); ``increment`` keeps what this rebuild
+    alone read, kept and dropped."""
     this_rebuild = {key: value for key, value in increment.items() if key not in ("dataset", "config", "dedup_index")}
-    this_rebuild.update(shards=increment_shards, audit={**increment["audit"], "files": increment_audit})
+    parent_index, new_index = parent_manifest["dedup_index"], increment["dedup_index"]
     return {
-        "dataset": to_dict(own.dataset),
+        "dataset": to_dict(config.dataset),
         "parent": lineage,
-        "config": to_dict(own),
+        "config": to_dict(config),
         "inputs": sorted(parent_manifest["inputs"] + increment["inputs"], key=lambda item: item["path"]),
         "records": parent_manifest["records"] + increment["records"],
         "documents": parent_manifest["documents"] + increment["documents"],
         "text_bytes": parent_manifest["text_bytes"] + increment["text_bytes"],
         "read_errors": _add_counts(parent_manifest["read_errors"], increment["read_errors"]),
         "stages": _add_stages(parent_manifest["stages"], increment["stages"]),
-        "shards": parent_manifest["shards"] + increment_shards,
+        "shards": [{**s, "path": from_parent(s["path"])} for s in parent_manifest["shards"]] + increment["shards"],
         "audit": {
             "rows": parent_manifest["audit"]["rows"] + increment["audit"]["rows"],
-            "files": parent_manifest["audit"]["files"] + increment_audit,
+            "files": [from_parent(path) for path in parent_manifest["audit"]["files"]] + increment["audit"]["files"],
         },
-        # The increment's index: the parent's rows and the new documents', so it covers this version.
-        "dedup_index": increment["dedup_index"],
+        # The parent's index parts and this increment's: together they cover this version.
+        "dedup_index": {
+            "parts": [from_parent(part) for part in parent_index["parts"]] + new_index["parts"],
+            "part_rows": parent_index["part_rows"] + new_index["part_rows"],
+            "rows": parent_index["rows"] + new_index["rows"],
+        },
         "increment": this_rebuild,
     }
 
@@ -241,32 +203,8 @@ def _check_same_settings(config: BuildConfig, parent_manifest: dict[str, Any], p
             )
 
 
-def _advance(root: str, version: str) -> None:
-    """Make ``version`` current; scratch increments of older versions are of no use after that."""
-    set_current(root, version)
-    scratch = f"{root.rstrip('/')}/{INCREMENTS}"
-    fs = filesystem(scratch)
-    if fs.exists(scratch):
-        fs.rm(scratch, recursive=True)
-
-
-def _place(fs, source: str, target: str) -> None:
-    """Put an immutable file of one version into another: a hard link on a local disk (the bytes are
-    not stored twice), a copy on an object store (done by the store, server side)."""
-    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
-        try:
-            os.link(source, target)
-            return
-        except OSError:  # a file system without hard links: copy instead
-            pass
-    fs.copy(source, target)
-
-
-def _versioned(path: str, version: str) -> str:
-    """``shards/part-00000-of-00002.parquet`` -> ``shards/v2-part-00000-of-00002.parquet``."""
-    folder, _, name = path.rpartition("/")
-    return f"{folder}/{version}-{name}"
+def _sha256(path: str) -> str:
+    return hashlib.sha256(filesystem(path).cat_file(path)).hexdigest()
 
 
 def _id_name(item: dict[str, Any]) -> str:

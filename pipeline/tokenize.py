@@ -1,10 +1,10 @@
 """Clean text shards -> packed token shards, the last step of a dataset build.
 
-    text version (shards/*.parquet + manifest.json)
+    text version (its manifest's shards)
       --encode (tiktoken, one tokenizer per actor)--> one token list per document, <|endoftext|> appended
       --split by hash(id)--> train / val          (a document never lands in both)
-      --shard by hash(id), sort by id, concatenate, cut windows--> {split}/part-*.parquet
-      --manifest.json written last, folder renamed into place
+      --shard by hash(id), sort by id, concatenate, cut windows--> <build>/{split}/part-*.parquet
+      --published like a text version (``versions.py``): manifest, then nothing else
 
 Each row of a token shard is one window of ``context_length + 1`` tokens: the model reads the first
 ``context_length`` and predicts the last ``context_length``. Consecutive windows overlap by one token,
@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import chain
 from typing import Annotated, Any
 
@@ -37,17 +39,19 @@ from pydantic import Field
 
 from pipeline.actor_pool import actor_pool
 from pipeline.config import config_dataclass, to_dict
-from pipeline.shards import (
-    MANIFEST,
-    VersionPaths,
-    commit,
-    filesystem,
-    is_complete,
-    prepare_staging,
-    read_manifest,
-    write_bytes,
-)
+from pipeline.storage import filesystem, write_bytes
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
+from pipeline.versions import (
+    MANIFEST,
+    Build,
+    VersionPaths,
+    is_complete,
+    open_version,
+    publish,
+    read_manifest,
+    rebase,
+    version_file,
+)
 
 FORMAT = "packed-token-shards/1"
 SPLITS = ("train", "val")
@@ -151,11 +155,19 @@ def pack_windows(stream: np.ndarray, context_length: int, pad: int) -> tuple[np.
 
 
 def write_token_shard(
-    group: pa.Table, staging_dir: str, shards_per_split: dict[str, int], config: TokenizeConfig, pad: int
+    group: pa.Table,
+    folder: str,
+    shards_per_split: dict[str, int],
+    config: TokenizeConfig,
+    pad: int,
+    first_shard: dict[str, int] | None = None,
 ) -> pa.Table:
-    """``map_groups`` function: the documents of one shard -> its Parquet file, and one summary row."""
+    """``map_groups`` function: the documents of one shard -> its Parquet file, and one summary row.
+    ``first_shard``: per split, the shards a parent version holds already; this shard's number, and
+    so its sequence ids, follow theirs."""
     split, shard = group["_group"][0].as_py().split("/")
-    shard = int(shard)
+    offset = (first_shard or {}).get(split, 0)
+    shard = offset + int(shard)
     group = group.sort_by("id")
     stream = pc.list_flatten(group["tokens"].combine_chunks()).to_numpy()
     windows, real = pack_windows(stream, config.context_length, pad)
@@ -167,7 +179,7 @@ def write_token_shard(
             "n_tokens": pa.array(real.astype(np.int32)),
         }
     )
-    path = f"{split}/part-{shard:05d}-of-{shards_per_split[split]:05d}.parquet"
+    path = f"{split}/part-{shard:05d}-of-{offset + shards_per_split[split]:05d}.parquet"
     lengths = group["n_tokens"].to_numpy()
     histogram = np.bincount(np.floor(np.log2(lengths)).astype(np.int64), minlength=HISTOGRAM_BINS)
     return pa.Table.from_pylist(
@@ -180,7 +192,7 @@ def write_token_shard(
                 "tokens": int(lengths.sum()),
                 "bytes": int(pc.sum(group["n_bytes"]).as_py() or 0),
                 "documents": len(group),
-                "sha256": _write_parquet(f"{staging_dir}/{path}", table, config.compression),
+                "sha256": _write_parquet(f"{folder}/{path}", table, config.compression),
                 "histogram": histogram.tolist(),
             }
         ]
@@ -220,66 +232,125 @@ def encode_documents(text_files: list[str], config: TokenizeConfig) -> ray.data.
     )
 
 
-def build_token_shards(text_dir: str, out_dir: str, config: TokenizeConfig) -> dict[str, Any]:
-    """Tokenize a finished text version into token shards at ``out_dir``; returns the token manifest.
+def build_token_shards(
+    text_dir: str, out_dir: str, config: TokenizeConfig, parent: str | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Tokenize a published text version into token shards at ``out_dir``; returns the token manifest.
 
     Runs on the current Ray cluster. A rerun over a complete output built from the same text manifest
-    and config returns its manifest and does nothing; one built otherwise raises ``TokenShardsExist``.
+    and config returns its manifest and does nothing; one built otherwise raises ``TokenShardsExist``
+    (``overwrite``: build it again beside it). ``parent``: the token version of the text version's
+    parent. When it was made from that very text with this config, only the documents the rebuild
+    added are tokenized, and the parent's token files are listed, not copied.
     """
     text_dir = text_dir.rstrip("/")
-    with filesystem(text_dir).open(f"{text_dir}/{MANIFEST}", "rb") as f:
-        text_manifest_bytes = f.read()
+    text_manifest = open_version(text_dir)  # complete, or it says what is missing
     identity = tokenizer_identity(config.tokenizer)
-    source = {"text_dir": text_dir, "manifest_sha256": hashlib.sha256(text_manifest_bytes).hexdigest()}
+    source = {"text_dir": text_dir, "manifest_sha256": _sha256(f"{text_dir}/{MANIFEST}")}
 
-    out = out_dir.rstrip("/")
-    paths = VersionPaths(out.rsplit("/", 1)[0] if "/" in out else ".", out.rsplit("/", 1)[-1])
-    if is_complete(paths):
+    paths = VersionPaths.of(out_dir.rstrip("/"))
+    if is_complete(paths) and not overwrite:
         existing = read_manifest(paths.final)
         if existing["source"] == source and existing["config"] == to_dict(config):
             return existing
         raise TokenShardsExist(
             f"{paths.final} already holds token shards built from other text or with another config; "
-            "choose another output folder or delete it"
+            "choose another output folder, delete it, or build with --overwrite"
         )
 
-    text_files = [f"{text_dir}/{shard['path']}" for shard in read_manifest(text_dir)["shards"]]
-    prepare_staging(paths)
-    summaries: list[dict[str, Any]] = []
-    empty_documents = 0
-    if text_files:
-        encoded = encode_documents(text_files, config).materialize()
-        empty_documents = encoded.filter(expr=col("n_tokens") == 0).count()
-        encoded = encoded.filter(expr=col("n_tokens") > 0)
-        tokens_per_split = {
-            row["split"]: row["sum(n_tokens)"]
-            for row in encoded.groupby("split", num_partitions=len(SPLITS)).sum("n_tokens").take_all()
-        }
-        shards_per_split = {split: max(1, math.ceil(tokens / config.shard_tokens)) for split, tokens in tokens_per_split.items()}
-        summaries = (
-            encoded.map_batches(assign_shard, fn_kwargs={"shards_per_split": shards_per_split}, batch_format="pyarrow")
-            .groupby("_group", num_partitions=sum(shards_per_split.values()))
-            .map_groups(
-                write_token_shard,
-                fn_kwargs={
-                    "staging_dir": paths.staging,
-                    "shards_per_split": shards_per_split,
-                    "config": config,
-                    "pad": load_tokenizer(config.tokenizer).eot_token,
-                },
-                batch_format="pyarrow",
-            )
-            .take_all()
-        )
-    manifest = assemble_manifest(config, identity, source, summaries, empty_documents)
-    text_documents = read_manifest(text_dir)["documents"]
+    inherited = _inheritable(parent, text_manifest, config)
+    text_shards = text_manifest["increment"]["shards"] if inherited else text_manifest["shards"]
+    first_shard = {split: len(inherited["splits"][split]["shards"]) if inherited else 0 for split in SPLITS}
+    build = Build.start(paths)
+    summaries, empty_documents = encode_and_write(
+        [version_file(text_dir, shard["path"]) for shard in text_shards], config, build, first_shard
+    )
+    manifest = assemble_manifest(config, identity, source, summaries, empty_documents, build.name)
+    text_documents = sum(shard["rows"] for shard in text_shards)
     if manifest["documents"] + empty_documents != text_documents:
         raise RuntimeError(
-            f"{text_dir} holds {text_documents} documents, but {manifest['documents']} were tokenized and "
-            f"{empty_documents} skipped as empty; nothing was published"
+            f"{text_dir}'s shards hold {text_documents} documents, but {manifest['documents']} were tokenized "
+            f"and {empty_documents} skipped as empty; nothing was published"
         )
-    commit(paths, manifest)
-    return manifest
+    hashes = {shard["path"]: shard["sha256"] for split in manifest["splits"].values() for shard in split["shards"]}
+    if not inherited:
+        return publish(build, manifest, hashes)
+    from_parent = partial(rebase, from_dir=parent, to_dir=paths.final)
+    merged = merged_manifest(inherited, manifest, from_parent, parent)
+    return publish(build, merged, hashes, inherited=[{**f, "path": from_parent(f["path"])} for f in inherited["files"]])
+
+
+def encode_and_write(
+    text_files: list[str], config: TokenizeConfig, build: Build, first_shard: dict[str, int]
+) -> tuple[list[dict[str, Any]], int]:
+    """Encode the text files' documents and write them as token shards into ``build``'s folder;
+    returns one summary per shard and the number of empty documents skipped."""
+    if not text_files:
+        return [], 0
+    encoded = encode_documents(text_files, config).materialize()
+    empty_documents = encoded.filter(expr=col("n_tokens") == 0).count()
+    encoded = encoded.filter(expr=col("n_tokens") > 0)
+    tokens_per_split = {
+        row["split"]: row["sum(n_tokens)"]
+        for row in encoded.groupby("split", num_partitions=len(SPLITS)).sum("n_tokens").take_all()
+    }
+    shards_per_split = {split: max(1, math.ceil(tokens / config.shard_tokens)) for split, tokens in tokens_per_split.items()}
+    summaries = (
+        encoded.map_batches(assign_shard, fn_kwargs={"shards_per_split": shards_per_split}, batch_format="pyarrow")
+        .groupby("_group", num_partitions=sum(shards_per_split.values()))
+        .map_groups(
+            write_token_shard,
+            fn_kwargs={
+                "folder": build.folder,
+                "shards_per_split": shards_per_split,
+                "config": config,
+                "pad": load_tokenizer(config.tokenizer).eot_token,
+                "first_shard": first_shard,
+            },
+            batch_format="pyarrow",
+        )
+        .take_all()
+    )
+    return summaries, empty_documents
+
+
+def _inheritable(parent: str | None, text_manifest: dict[str, Any], config: TokenizeConfig) -> dict[str, Any] | None:
+    """The parent token version's manifest, if this version's text is a rebuild of the very text
+    those tokens were made from, with the same config; else None (tokenize everything)."""
+    lineage = text_manifest.get("parent")
+    if parent is None or lineage is None or not is_complete(VersionPaths.of(parent)):
+        return None
+    manifest = read_manifest(parent)
+    made_from_parent_text = manifest["source"]["manifest_sha256"] == lineage["manifest_sha256"]
+    return manifest if made_from_parent_text and manifest["config"] == to_dict(config) else None
+
+
+def merged_manifest(
+    parent: dict[str, Any], increment: dict[str, Any], from_parent: Callable[[str], str], parent_dir: str
+) -> dict[str, Any]:
+    """The parent's token manifest plus this increment's: shards listed, counts added."""
+    splits = {}
+    for split in SPLITS:
+        mine, theirs = increment["splits"][split], parent["splits"][split]
+        splits[split] = {
+            **{key: theirs[key] + mine[key] for key in ("documents", "tokens", "bytes", "sequences")},
+            "shards": [{**shard, "path": from_parent(shard["path"])} for shard in theirs["shards"]] + mine["shards"],
+        }
+    histogram: Counter[int] = Counter()
+    for low, count in parent["doc_tokens_histogram"] + increment["doc_tokens_histogram"]:
+        histogram[low] += count
+    return {
+        **increment,
+        "parent": {"tokens_dir": parent_dir, "manifest_sha256": _sha256(f"{parent_dir}/{MANIFEST}")},
+        "increment": {key: increment[key] for key in ("documents", "empty_documents", "total_tokens", "total_bytes")},
+        **{key: parent[key] + increment[key] for key in ("documents", "empty_documents", "total_tokens", "total_bytes")},
+        "splits": splits,
+        "doc_tokens_histogram": [[low, count] for low, count in sorted(histogram.items())],
+    }
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(filesystem(path).cat_file(path)).hexdigest()
 
 
 def assemble_manifest(
@@ -288,6 +359,7 @@ def assemble_manifest(
     source: dict[str, Any],
     summaries: list[dict[str, Any]],
     empty_documents: int,
+    build_name: str,
 ) -> dict[str, Any]:
     summaries = sorted(summaries, key=lambda s: (SPLITS.index(s["split"]), s["shard"]))
     splits = {}
@@ -299,7 +371,8 @@ def assemble_manifest(
             "bytes": sum(s["bytes"] for s in mine),
             "sequences": sum(s["sequences"] for s in mine),
             "shards": [
-                {key: s[key] for key in ("path", "sequences", "tokens", "bytes", "documents", "sha256")} for s in mine
+                {"path": f"{build_name}/{s['path']}", **{key: s[key] for key in ("sequences", "tokens", "bytes", "documents", "sha256")}}
+                for s in mine
             ],
         }
     histogram = np.sum([s["histogram"] for s in summaries], axis=0) if summaries else np.zeros(HISTOGRAM_BINS, np.int64)

@@ -17,8 +17,9 @@ def corpus():
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for every integration test in the session (2 CPUs, small object store)."""
+def ray_local(s3_server):
+    """One local Ray for every integration test in the session (2 CPUs, small object store). It
+    starts after the S3 server, so that its workers inherit the settings that point s3:// there."""
     import ray
 
     # A token left in ~/.ray can make a local cluster demand authentication: say what we want.

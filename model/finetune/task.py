@@ -30,7 +30,7 @@ from model.launch import DatasetInput
 from model.train import Worker
 from model.train_config import TrainConfig
 from pipeline.config import ConfigError, config_dataclass
-from pipeline.shards import absolute
+from pipeline.storage import absolute
 from pipeline.tokenizer import load_tokenizer
 
 

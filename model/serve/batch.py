@@ -1,7 +1,7 @@
 """Batch inference on Ray Data: the engine on an actor pool, over any Parquet or JSON-lines dataset.
 
     read (Parquet / JSON lines) -> map_batches(Completer or Scorer, one model per actor)
-        -> Parquet parts in a staging folder -> manifest.json -> moved into place
+        -> Parquet parts in a build folder of the output -> manifest.json (``pipeline/versions.py``)
 
 Every input row becomes one output row with all its columns, plus the completion (or the score).
 A row the model cannot serve (no prompt, a prompt longer than the context, no text to score) keeps
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import time
 from collections import Counter
@@ -36,7 +35,8 @@ from model.serve.scoring import SCORE_COLUMNS, DocumentScorer
 from pipeline.actor_pool import actor_pool
 from pipeline.config import config_dataclass, to_dict
 from pipeline.documents import put_column
-from pipeline.shards import VersionPaths, absolute, commit, filesystem, prepare_staging
+from pipeline.storage import absolute, filesystem
+from pipeline.versions import MANIFEST, Build, VersionPaths, is_complete, open_version, publish, read_manifest, version_file
 
 COMPLETION_COLUMNS = {"completion": pa.large_string(), "finish_reason": pa.string(), "prompt_tokens": pa.int64(),
                       "completion_tokens": pa.int64(), "error_code": pa.string(), "error": pa.string()}
@@ -122,11 +122,10 @@ class BatchResult:
 def run_batch(settings: BatchSettings) -> BatchResult:
     """Run the job on the connected Ray; -> the manifest it committed."""
     start = time.perf_counter()
-    paths = _output_paths(settings.output)
-    fs = filesystem(paths.final)
-    if fs.exists(paths.manifest) and not settings.overwrite:
-        return BatchResult(json.loads(fs.cat_file(paths.manifest)), 0.0, skipped=True)
-    prepare_staging(paths)
+    paths = VersionPaths.of(absolute(settings.output))
+    if is_complete(paths) and not settings.overwrite:
+        return BatchResult(read_manifest(paths.final), 0.0, skipped=True)
+    build = Build.start(paths)
     # Read first, whole: the actor pool may take every CPU, and reading tasks queued behind it would
     # wait forever. The input (prompts, texts) is small next to the compute each row costs.
     dataset = _read(settings.input).materialize()
@@ -139,33 +138,31 @@ def run_batch(settings: BatchSettings) -> BatchResult:
         batch_format="pyarrow", compute=actor_pool(max(1, min(settings.workers, dataset.num_blocks()))),
         num_cpus=settings.cpus_per_worker,
         num_gpus=settings.gpus_per_worker or None)
-    results.write_parquet(f"{paths.staging}/{DATA_DIR}")
-    files, totals = _describe_output(f"{paths.staging}/{DATA_DIR}", settings.mode)
+    results.write_parquet(f"{build.folder}/{DATA_DIR}")
+    parts, hashes, totals = _describe_output(build, settings.mode)
     if totals["rows"] != rows_read:
-        raise RuntimeError(f"read {rows_read} rows but wrote {totals['rows']}: not committing {paths.final}")
-    manifest = {"settings": to_dict(settings), "rows": rows_read, "files": files, **totals}
-    commit(paths, manifest)
+        raise RuntimeError(f"read {rows_read} rows but wrote {totals['rows']}: not publishing {paths.final}")
+    manifest = publish(build, {"settings": to_dict(settings), "rows": rows_read, "parts": parts, **totals}, hashes)
     return BatchResult(manifest, time.perf_counter() - start)
 
 
-def _output_paths(output: str) -> VersionPaths:
-    output = absolute(output).rstrip("/")
-    parent, name = output.rsplit("/", 1)
-    return VersionPaths(parent, name)
-
-
 def _read(path: str) -> ray.data.Dataset:
-    path = absolute(path)
+    """A JSON-lines or Parquet file or folder, or a dataset version (its text shards)."""
+    path = absolute(path).rstrip("/")
+    if filesystem(path).exists(f"{path}/{MANIFEST}"):
+        return ray.data.read_parquet([version_file(path, shard["path"]) for shard in open_version(path)["shards"]])
     plain = path.removesuffix(".gz")
     if plain.endswith((".jsonl", ".json")):
         return ray.data.read_json(path, lines=True)
     return ray.data.read_parquet(path)
 
 
-def _describe_output(folder: str, mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each written file with its rows, size and sha256; the counts over all of them."""
+def _describe_output(build: Build, mode: str) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
+    """Each written file with its rows (paths from the output folder), their sha256, and the counts
+    over all of them."""
+    folder = f"{build.folder}/{DATA_DIR}"
     fs = filesystem(folder)
-    files, errors = [], Counter()
+    parts, hashes, errors = [], {}, Counter()
     totals: dict[str, Any] = {"rows": 0}
     sums = ("prompt_tokens", "completion_tokens") if mode == "generate" else ("scored_tokens", "text_bytes")
     totals.update({name: 0 for name in sums})
@@ -173,8 +170,9 @@ def _describe_output(folder: str, mode: str) -> tuple[list[dict[str, Any]], dict
     for path in sorted(fs.glob(f"{folder}/*.parquet")):
         data = fs.cat_file(path)
         table = pq.read_table(io.BytesIO(data), columns=["error_code", *sums, *(["log_likelihood"] if mode == "score" else [])])
-        files.append({"path": f"{DATA_DIR}/{path.rsplit('/', 1)[1]}", "rows": len(table), "bytes": len(data),
-                      "sha256": hashlib.sha256(data).hexdigest()})
+        part = f"{build.name}/{DATA_DIR}/{path.rsplit('/', 1)[1]}"
+        parts.append({"path": part, "rows": len(table)})
+        hashes[part] = hashlib.sha256(data).hexdigest()
         totals["rows"] += len(table)
         for name in sums:
             totals[name] += int(pc.sum(table[name]).as_py() or 0)
@@ -184,7 +182,7 @@ def _describe_output(folder: str, mode: str) -> tuple[list[dict[str, Any]], dict
     totals["errors"] = dict(sorted(errors.items()))
     if mode == "score" and totals["text_bytes"]:
         totals["bits_per_byte"] = -log_likelihood / (math.log(2) * totals["text_bytes"])
-    return files, totals
+    return parts, hashes, totals
 
 
 def _row_seed(seed: int, prompt: Any) -> int:

@@ -2,9 +2,9 @@
 
     from pipeline.dedup import DedupConfig, deduplicate, write_index
 
-    result = deduplicate(documents, DedupConfig(), previous_index="<root>/v1/dedup_index")
+    result = deduplicate(documents, DedupConfig(), previous_index=["<root>/v1/<build>/dedup_index"])
     result.documents          # every row; removals marked "dedup:exact_dup" / "dedup:near_dup"
-    write_index(result.index, "<root>/v2/dedup_index", config)
+    write_index(result.index, "<root>/v2/<build>/dedup_index", config)   # the new documents' part
 
 Modules, in the order data flows: ``normalize``, ``exact``, ``shingles``, ``minhash``, ``lsh``,
 ``keys`` (per-document keys), ``components`` (union-find and star rounds), ``decisions``,

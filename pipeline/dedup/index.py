@@ -9,13 +9,13 @@ The files are a function of the rows alone: a row goes to file ``key_hi mod file
 follows the row count), and each file is sorted. So the same documents give a byte-identical
 index whatever the blocks, workers or order they came in, and a rebuild can be diffed.
 
-A later build given this folder as ``previous_index`` buckets only its new documents, together
-with these rows: a new document sharing a bucket with an indexed one is removed, and indexed
-documents are never removed (they rank first, see ``nodes.py``). No old text is read again.
+A later build given this folder as part of ``previous_index`` buckets only its new documents,
+together with these rows: a new document sharing a bucket with an indexed one is removed, and
+indexed documents are never removed (they rank first, see ``nodes.py``). No old text is read again.
 
-How the index chains: the index a build writes is the previous index's rows plus the rows of the
-new documents it kept. So version N's index covers everything kept in versions 1..N, each rebuild
-needs only the latest index, and an old version's folder can be deleted without breaking the chain.
+How the index grows: each build writes a part holding the rows of the new documents it kept, and a
+version's manifest lists its parent's parts plus its own. So a rebuild writes O(new documents), and
+``compact_index`` merges a version's parts into one when there are many.
 """
 
 from __future__ import annotations
@@ -128,3 +128,9 @@ def _write_files(partition: pa.Table, fs: fsspec.AbstractFileSystem, folder: str
             pq.write_table(rows.sort_by(_ROW_ORDER).cast(INDEX_SCHEMA), f)
         counts.append(rows.num_rows)
     return pa.table({"file": pa.array(numbers, pa.int32()), "rows": pa.array(counts, pa.int64())})
+
+
+def compact_index(parts: list[str], path: str, config: DedupConfig) -> dict[str, Any]:
+    """The rows of several index parts written as one part at ``path``; returns its summary."""
+    datasets = [read_index(part, config) for part in parts]
+    return write_index(datasets[0].union(*datasets[1:]), path, config)

@@ -42,15 +42,16 @@ REMOVED_SCHEMA = pa.schema([("id", pa.string())])
 @dataclass
 class DedupResult:
     """``documents``: every input row, removals marked, ``dup_cluster_id``/``dup_cluster_size``
-    added. ``index``: the rows of the index this build leaves (previous rows + kept new ones), for
-    ``write_index``. Both are lazy; ``stats`` describes what was computed to get here."""
+    added. ``index``: the index rows of the kept documents, the part of the index this build adds
+    (``write_index``). Both are lazy; ``stats`` describes what was computed to get here."""
 
     documents: ray.data.Dataset
     index: ray.data.Dataset
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str | None = None) -> DedupResult:
+def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[str] | None = None) -> DedupResult:
+    """``previous_index``: the index parts (folders) of what earlier versions kept."""
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     columns = ds.schema().names
@@ -77,7 +78,7 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str |
     # Partitions are sized on the keyed documents, text included: more (smaller) than the bucket
     # rows need, but known without another pass over the data.
     shuffle = RayShuffle(config.partition_mb)
-    previous = read_index(previous_index, config) if previous_index else None
+    previous = _union([read_index(part, config) for part in previous_index]) if previous_index else None
     if previous is None:  # the bucket rows are made inside the shuffle's map tasks: no pass of their own
         edges = shuffle.by_key(keyed, "key_hi", bucket_edges, prepare=new_bucket_rows)
     else:
@@ -127,8 +128,11 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: str |
         "seconds": seconds,
     }
     logger.info("dedup: %s", stats)
-    index = kept_rows if previous is None else previous.union(kept_rows)
-    return DedupResult(documents=documents, index=index, stats=stats)
+    return DedupResult(documents=documents, index=kept_rows, stats=stats)
+
+
+def _union(datasets: list[ray.data.Dataset]) -> ray.data.Dataset:
+    return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
 
 
 def _gather(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:

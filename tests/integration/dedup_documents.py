@@ -81,7 +81,7 @@ def expect_family(planted: Planted, members: dict[str, str | None]) -> None:
 
 
 def run(
-    table: pa.Table, config: DedupConfig, blocks: int = 3, previous_index: str | None = None
+    table: pa.Table, config: DedupConfig, blocks: int = 3, previous_index: list[str] | None = None
 ) -> tuple[DedupResult, list[dict]]:
     """Deduplicate ``table`` cut into ``blocks`` blocks; the output rows sorted by id."""
     ds = ray.data.from_arrow(table).repartition(blocks).materialize()

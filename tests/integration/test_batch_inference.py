@@ -27,7 +27,9 @@ def run_job(tmp_path: Path, *arguments: str) -> int:
 
 
 def output_rows(folder: Path) -> list[dict]:
-    return sorted(pq.read_table(folder / "data").to_pylist(), key=lambda row: row["id"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rows = [row for part in manifest["parts"] for row in pq.read_table(folder / part["path"]).to_pylist()]
+    return sorted(rows, key=lambda row: row["id"])
 
 
 def test_completions_of_every_row_committed_with_a_manifest(ray_local, served, tmp_path, monkeypatch):  # noqa: F811
@@ -48,10 +50,10 @@ def test_completions_of_every_row_committed_with_a_manifest(ray_local, served, t
     assert [rows[2]["error_code"], rows[3]["error_code"]] == ["missing_prompt", "context_length_exceeded"]
 
     manifest = json.loads((output / "manifest.json").read_text())
-    assert manifest["rows"] == len(PROMPTS) and sum(f["rows"] for f in manifest["files"]) == len(PROMPTS)
+    assert manifest["rows"] == len(PROMPTS) and sum(part["rows"] for part in manifest["parts"]) == len(PROMPTS)
+    assert {part["path"] for part in manifest["parts"]} == {f["path"] for f in manifest["files"]}
     assert manifest["errors"] == {"context_length_exceeded": 1, "missing_prompt": 1}
     assert manifest["completion_tokens"] == sum(row["completion_tokens"] for row in rows)
-    assert not list(tmp_path.glob(".completions.inprogress"))
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("batch-inference").experiment_id])
     assert run.data.metrics["rows"] == len(PROMPTS) and run.data.metrics["errors"] == 2

@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.build import BuildConfig, build
 from pipeline.config import load_config
 from pipeline.readers import ReadConfig, list_inputs, read_file
-from pipeline.shards import MANIFEST, VersionPaths
+from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, collect_garbage
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ def test_every_record_is_kept_or_counted(ray_local, corpus, tmp_path):
     assert shard_rows == {s["path"]: s["rows"] for s in manifest["shards"]}
     assert sum(shard_rows.values()) == manifest["documents"] > 100
     assert len(manifest["shards"]) > 1
-    audit = pq.read_table(version_dir / "audit")
+    audit = pa.concat_tables(pq.read_table(version_dir / path) for path in manifest["audit"]["files"])
     assert audit.num_rows == manifest["audit"]["rows"] == manifest["records"] - manifest["documents"]
     assert manifest["read_errors"] == {}  # the well-formed samples: only non-document records are skipped
 
@@ -73,29 +74,37 @@ def run_build_job(config: Path, *, kill_after_staging: bool = False) -> subproce
     return process
 
 
+def listed_files(version_dir: Path) -> dict[str, bytes]:
+    """The files a version's manifest lists, by their path inside their build folder."""
+    manifest = json.loads((version_dir / MANIFEST).read_text())
+    return {f["path"].split("/", 1)[1]: (version_dir / f["path"]).read_bytes() for f in manifest["files"]}
+
+
 def test_killed_build_is_rebuilt_byte_identical(corpus, tmp_path):
     output = tmp_path / "out"
     config = config_file(tmp_path, web_inputs(corpus), output)
-    paths = VersionPaths(str(output), "v1")
+    version_dir = Path(VersionPaths(str(output), "v1").final)
 
     run_build_job(config)
-    reference = tmp_path / "reference"
-    shutil.copytree(paths.final, reference)
-    shutil.rmtree(paths.final)
+    expected = listed_files(version_dir)
+    shutil.rmtree(output)
 
     process = run_build_job(config, kill_after_staging=True)
     deadline = time.monotonic() + 600
-    while not Path(paths.staging).exists():
+    # Killed as soon as its first file is out: shards come first, then the dedup index, then the manifest.
+    while not any(version_dir.glob(f"{BUILD_PREFIX}*/*")):
         assert process.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
-        time.sleep(0.2)
-    time.sleep(2)  # let it write part of the output
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (Path(paths.final) / MANIFEST).exists(), "a killed build must not look complete"
+    assert not (version_dir / MANIFEST).exists(), "a killed build must not look complete"
+    killed = {p for p in output.rglob("*") if p.is_file()}
 
     run_build_job(config)
-    rebuilt = {p.relative_to(paths.final): p.read_bytes() for p in Path(paths.final).rglob("*") if p.is_file()}
-    expected = {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*") if p.is_file()}
-    assert rebuilt.keys() == expected.keys()
-    assert rebuilt == expected
-    assert not Path(paths.staging).exists()
+    assert listed_files(version_dir) == expected
+    # What the killed build wrote is listed by no manifest: garbage, and collected as such.
+    removed = {Path(p) for p in collect_garbage(str(output), min_age_seconds=0)}
+    assert removed and removed <= killed
+    assert {str(p.relative_to(version_dir)) for p in version_dir.rglob("*") if p.is_file()} == {
+        MANIFEST, *(f["path"] for f in json.loads((version_dir / MANIFEST).read_text())["files"])
+    }

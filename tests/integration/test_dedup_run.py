@@ -109,23 +109,23 @@ def test_incremental_rebuild_removes_only_the_new_copies(ray_local, corpus, tmp_
     expect_family(second, {"new-twin-a": twin_text, "new-twin-b": twin_text})
     second.rows += [{"id": f"new-{n}", "source": "crawl-2", "text": base_text(pool, rng)} for n in range(5)]
 
-    result, rows = run(second.table(), config, previous_index=str(tmp_path / "v1" / "dedup_index"))
+    v1_index = str(tmp_path / "v1" / "dedup_index")
+    result, rows = run(second.table(), config, previous_index=[v1_index])
     check(rows, second, second.rows)
     # Only the new documents were keyed: the old ones are known by their index rows alone.
     assert result.stats["keyed_documents"] == len(second.rows)
     v2_index = tmp_path / "v2" / "dedup_index"
     summary = write_index(result.index, str(v2_index), config)
-    v1_rows = 15 * len(kept_v1)
-    assert summary["rows"] == v1_rows + 15 * (1 + 5)  # v1's rows and the 6 new documents kept
+    assert summary["rows"] == 15 * (1 + 5)  # the new part holds the 6 new documents kept, only them
 
-    # The chain: v3 needs only v2's index to catch copies of documents from both earlier builds.
+    # The chain: v3 reads both parts to catch copies of documents from both earlier builds.
     third = Planted()
     v2_new = next(row for row in rows if row["id"] == "new-0")
     for copy_id, old in (("0-copy-of-v1", kept_v1[-1]), ("0-copy-of-v2", v2_new)):
         third.rows.append({"id": copy_id, "source": "crawl-3", "text": old["text"]})
         third.removed[copy_id] = "dedup:exact_dup"
         third.clusters[copy_id] = (old["id"], 2)
-    _, rows = run(third.table(), config, previous_index=str(v2_index))
+    _, rows = run(third.table(), config, previous_index=[v1_index, str(v2_index)])
     check(rows, third, third.rows)
 
 
@@ -135,6 +135,6 @@ def test_an_index_from_other_settings_is_refused(ray_local, corpus, tmp_path):
     write_index(result.index, str(tmp_path / "index"), DedupConfig())
     ds = ray.data.from_arrow(planted.table())
     with pytest.raises(ConfigError, match=r"other dedup settings \(minhash\)"):
-        deduplicate(ds, DedupConfig(minhash=MinHashConfig(bands=7, rows=16)), previous_index=str(tmp_path / "index"))
+        deduplicate(ds, DedupConfig(minhash=MinHashConfig(bands=7, rows=16)), previous_index=[str(tmp_path / "index")])
     with pytest.raises(ConfigError, match="no dedup index at"):
-        deduplicate(ds, DedupConfig(), previous_index=str(tmp_path / "missing"))
+        deduplicate(ds, DedupConfig(), previous_index=[str(tmp_path / "missing")])

@@ -22,9 +22,8 @@ import pytest
 
 from pipeline.build import BuildConfig
 from pipeline.config import load_config
-from pipeline.rebuild import INCREMENTS, PARENT_RUN_TAG, PARENT_VERSION_TAG, log_rebuild, rebuild
-from pipeline.shards import MANIFEST, read_manifest
-from pipeline.versions import read_current
+from pipeline.rebuild import PARENT_RUN_TAG, PARENT_VERSION_TAG, log_rebuild, rebuild
+from pipeline.versions import BUILD_PREFIX, MANIFEST, collect_garbage, is_complete, read_current, read_manifest, VersionPaths
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -136,7 +135,20 @@ def test_v2_is_v1_plus_the_new_unique_documents(grown):
     dedup = next(s for s in manifest["increment"]["stages"] if s["name"] == "dedup")
     assert dedup["drops"] == {"exact_dup": 3, "near_dup": 1}
     assert manifest["documents"] == read_manifest(str(root / "v1"))["documents"] + len(grown["unique_new"])
-    assert not (root / INCREMENTS).exists()
+
+    # O(new data): v2 lists v1's files where they are and adds only the increment's.
+    v1 = read_manifest(str(root / "v1"))
+    inherited = [f for f in manifest["files"] if f["path"].startswith("../v1/")]
+    assert {f["path"].removeprefix("../v1/") for f in inherited} == {f["path"] for f in v1["files"]}
+    own = [f for f in manifest["files"] if f["path"].startswith(f"{manifest['build']}/")]
+    assert len(own) + len(inherited) == len(manifest["files"])
+    assert {p.relative_to(root / "v2").as_posix() for p in (root / "v2").rglob("*") if p.is_file()} == {
+        MANIFEST, *(f["path"] for f in own)
+    }
+    # The dedup index grows by a part holding the new documents' rows (14 bands + the exact hash).
+    index = manifest["dedup_index"]
+    assert index["parts"] == [f"../v1/{v1['dedup_index']['parts'][0]}", f"{manifest['build']}/dedup_index"]
+    assert index["part_rows"][1] == 15 * len(grown["unique_new"])
 
 
 def test_rebuild_run_is_linked_to_the_parent_build_run(grown):
@@ -168,20 +180,24 @@ def test_killed_rebuild_leaves_the_current_version_intact(grown, corpus):
     command = [sys.executable, str(REPO / "jobs" / "rebuild_dataset.py"), "--config", str(folder / "rebuild.yaml")]
     process = subprocess.Popen(command, cwd=folder, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    staging = root / INCREMENTS / "v2" / ".v3.inprogress"
     deadline = time.monotonic() + 180
-    while not staging.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before it could be killed"
-        time.sleep(0.1)
+    while not (root / ".rebuild.lease").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before taking its lease"
+        time.sleep(0.05)
     # A second run while the first holds the lease (a scheduler's catch-up tick) does nothing.
     second = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0 and "another rebuild is running" in second.stdout, second.stdout + second.stderr
+    # Killed as soon as its first file is out: shards come first, then the dedup index, then the manifest.
+    while not any((root / "v3").glob(f"{BUILD_PREFIX}*/*")):
+        assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before it could be killed"
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
     assert read_current(str(root)) == "v2"
-    assert not (root / "v3").exists()
+    assert not (root / "v3" / MANIFEST).exists() and not is_complete(VersionPaths(str(root), "v3"))
     assert snapshot(root / "v2") == v2_files
+    killed = {p for p in (root / "v3").rglob("*") if p.is_file()}
 
     result = rebuild(grown["config"])
     assert (result.outcome, result.version, result.parent) == ("increment", "v3", "v2")
@@ -189,7 +205,9 @@ def test_killed_rebuild_leaves_the_current_version_intact(grown, corpus):
     assert dataset_ids(root / "v3") == dataset_ids(root / "v2") | {f"late-{i}" for i in range(3)}
     assert_intact(root / "v3")
     assert snapshot(root / "v2") == v2_files
-    assert not (root / INCREMENTS).exists()
+    # The killed run's files are listed by no version: garbage collection takes exactly those.
+    assert {Path(p) for p in collect_garbage(str(root), keep=(".rebuild.lease",), min_age_seconds=0)} == killed
+    assert_intact(root / "v3")
 
 
 def test_a_rebuild_that_runs_too_long_stops_itself_and_leaves_the_current_version(grown, corpus):

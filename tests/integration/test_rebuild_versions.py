@@ -17,9 +17,9 @@ DEDUP = {"dedup": {"exact": {"enabled": True}}}
 
 
 def commit_version(root: Path, version: str, parent: str | None = None, config: BuildConfig | None = None) -> None:
-    """A complete version as far as the bookkeeping looks: a folder with a manifest."""
+    """A complete version as far as the bookkeeping looks: a manifest (that lists no files)."""
     (root / version).mkdir(parents=True)
-    manifest = {"dataset": {"name": "web", "version": version}, "inputs": []}
+    manifest = {"dataset": {"name": "web", "version": version}, "inputs": [], "files": []}
     if parent:
         manifest["parent"] = {"version": parent}
     if config:
@@ -70,7 +70,7 @@ def test_starting_version_adopts_a_committed_version_current_never_reached(tmp_p
     root = tmp_path / "web"
     commit_version(root, "v1")
     commit_version(root, "v2", parent="v1")
-    (root / ".v3.inprogress").mkdir()  # an interrupted assembly: not a version
+    (root / "v3" / "build-20261206T000000Z-abcdef").mkdir(parents=True)  # a killed build: not a version
     set_current(str(root), "v1")
     assert starting_version(config_for(root)) == "v2"
     assert read_current(str(root)) == "v2"

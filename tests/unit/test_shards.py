@@ -1,25 +1,15 @@
-"""Shard assignment, shard files, the duplicate-id check and the atomic commit."""
+"""Shard assignment, shard files and the duplicate-id check."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from pipeline.documents import table_from_rows
-from pipeline.shards import (
-    MANIFEST,
-    ShardConfig,
-    VersionPaths,
-    commit,
-    is_complete,
-    prepare_staging,
-    shard_count,
-    shard_of,
-    write_shard,
-)
+from pipeline.shards import ShardConfig, shard_count, shard_of, write_shard
 
 
 def rows(ids, dropped=()):
@@ -54,7 +44,8 @@ def test_write_shard_sorts_splits_and_counts(tmp_path):
     assert kept["id"].to_pylist() == ["a", "c", "d"]
     assert "drop_reason" not in kept.column_names and "html" not in kept.column_names
     audit = pq.read_table(tmp_path / "audit" / summary["name"]).to_pylist()
-    assert audit == [{"id": "b", "url": None, "source": "src-b", "drop_reason": "stage:reason", "drop_value": 1.5}]
+    assert audit == [{"id": "b", "url": None, "source": "src-b", "dump": None, "drop_reason": "stage:reason", "drop_value": 1.5}]
+    assert summary["audit_sha256"] == hashlib.sha256((tmp_path / "audit" / summary["name"]).read_bytes()).hexdigest()
 
 
 def test_write_shard_is_byte_identical_whatever_the_row_order(tmp_path):
@@ -74,16 +65,3 @@ def test_a_repeated_id_keeps_its_first_row_and_counts_the_others(tmp_path):
     assert json.loads(summary["drops"]) == {"read:duplicate_id": 2}
     audit = pq.read_table(tmp_path / "audit" / summary["name"]).to_pylist()
     assert [(row["source"], row["drop_reason"]) for row in audit] == [("s2", "read:duplicate_id"), ("s3", "read:duplicate_id")]
-
-
-def test_commit_is_manifest_last_and_staging_is_discarded(tmp_path):
-    paths = VersionPaths(str(tmp_path), "v1")
-    prepare_staging(paths)
-    (tmp_path / ".v1.inprogress" / "half-written.parquet").write_bytes(b"partial")
-    assert not is_complete(paths)
-    prepare_staging(paths)  # a rerun starts clean
-    assert list((tmp_path / ".v1.inprogress").iterdir()) == []
-    commit(paths, {"documents": 0})
-    assert is_complete(paths)
-    assert json.loads((tmp_path / "v1" / MANIFEST).read_text()) == {"documents": 0}
-    assert not (tmp_path / ".v1.inprogress").exists()

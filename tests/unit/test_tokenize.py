@@ -6,7 +6,6 @@ each shard, assemble the manifest) in one process; the loader's unit tests use i
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from pipeline.tokenize import (
     write_token_shard,
 )
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
+from pipeline.versions import Build, VersionPaths, publish
 
 
 def documents(texts: list[str], source: str = "test") -> pa.Table:
@@ -51,10 +51,11 @@ def build_without_ray(docs: pa.Table, out: Path, config: TokenizeConfig, batch_r
     for group in sorted(set(grouped["_group"].to_pylist())):
         rows = grouped.filter(pc.equal(grouped["_group"], group))
         pad = load_tokenizer(config.tokenizer).eot_token
-        summaries += write_token_shard(rows, str(out), shards, config, pad).to_pylist()
-    manifest = assemble_manifest(config, tokenizer_identity(config.tokenizer), {"text_dir": "memory"}, summaries, empty_documents)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
+        summaries += write_token_shard(rows, str(out / "build-test"), shards, config, pad).to_pylist()
+    manifest = assemble_manifest(
+        config, tokenizer_identity(config.tokenizer), {"text_dir": "memory"}, summaries, empty_documents, "build-test"
+    )
+    return publish(Build(VersionPaths.of(str(out)), "build-test"), manifest)
 
 
 def decoded_documents(out: Path, manifest: dict, split: str) -> Counter[str]:
@@ -162,8 +163,8 @@ def test_a_shard_file_does_not_depend_on_input_order_or_batching(shakespeare, tm
     first = build_without_ray(shakespeare, tmp_path / "a", config, batch_rows=700)
     second = build_without_ray(reversed_docs, tmp_path / "b", config, batch_rows=333)
     assert first["splits"] == second["splits"]
-    assert (tmp_path / "a" / "train" / "part-00000-of-00001.parquet").read_bytes() == (
-        tmp_path / "b" / "train" / "part-00000-of-00001.parquet"
+    assert (tmp_path / "a" / "build-test" / "train" / "part-00000-of-00001.parquet").read_bytes() == (
+        tmp_path / "b" / "build-test" / "train" / "part-00000-of-00001.parquet"
     ).read_bytes()
 
 
