@@ -29,7 +29,8 @@ import threading
 
 import ray
 
-from pipeline.build import BuildConfig, tokenize_version, tokens_dir, tokens_root
+from pipeline.build import tokenize_version, tokens_dir, tokens_root
+from pipeline.build_config import BuildConfig
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import ConfigError
 from pipeline.lease import LeaseHeld, held

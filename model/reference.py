@@ -27,6 +27,7 @@ from pathlib import Path
 import fsspec
 
 from model.train_state import MODEL_DIR
+from pipeline.storage import is_local
 
 CHECKPOINT_FILE = "model.json"  # our checkpoint format (model/checkpoint.py)
 HF_FILE = "config.json"  # a Hugging Face folder
@@ -44,7 +45,7 @@ def resolve_model(reference: str, cache_dir: str | Path | None = None) -> Path:
         return Path(_model_folder(fsspec.filesystem("file"), _download_mlflow(reference, cache_dir), reference))
     filesystem, path = fsspec.core.url_to_fs(reference)
     folder = _model_folder(filesystem, path.rstrip("/"), reference)
-    if _is_local(filesystem):
+    if is_local(filesystem):
         return Path(folder)
     return _download_folder(filesystem, folder, reference, cache_dir)
 
@@ -73,10 +74,6 @@ def _model_folder(filesystem, path: str, reference: str) -> str:
         f"{reference}: holds no model: neither a checkpoint (ours: {CHECKPOINT_FILE}, Hugging Face: {HF_FILE}), "
         f"an MLflow model ({MLFLOW_MODEL_FILE}), a training checkpoint nor a training run's folder holding any"
     )
-
-
-def _is_local(filesystem) -> bool:
-    return "file" in (filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,))
 
 
 def _cache_folder(key: str, cache_dir: str | Path | None) -> Path:

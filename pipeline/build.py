@@ -10,145 +10,22 @@ shards and counts every drop by reason, so every input record is accounted for.
 
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter
-from dataclasses import dataclass, field, fields
-from typing import Annotated, Any
+from dataclasses import dataclass, fields
+from typing import Any
 
 import ray
-from pydantic import Field
 
 from pipeline.actor_pool import actor_pool
-from pipeline.chain import StageChain
-from pipeline.config import ConfigError, config_dataclass, to_dict, validate
-from pipeline.dedup import INDEX_FOLDER, DedupConfig, deduplicate, write_index
-from pipeline.readers import ReadConfig, list_inputs, read_files
-from pipeline.shards import ShardConfig, assign_shard, shard_count, text_bytes, write_shard
+from pipeline.build_config import BuildConfig, Plan
+from pipeline.build_manifest import assemble_manifest, check_accounting
+from pipeline.build_stats import ChainActor, StatsCollector, read_and_count
+from pipeline.dedup import INDEX_FOLDER, deduplicate, write_index
+from pipeline.readers import list_inputs
+from pipeline.shards import assign_shard, shard_count, text_bytes, write_shard
 from pipeline.storage import absolute
-from pipeline.decontaminate import DecontaminateConfig, eval_set_summaries
-from pipeline.stages import DEDUP, make_stage, parse_stage_entry, stage_config
 from pipeline.tokenize import TokenizeConfig, build_token_shards
 from pipeline.versions import Build, VersionPaths, is_complete, publish, read_manifest
-
-READ = "read"
-SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-@config_dataclass
-class DatasetConfig:
-    # Both name folders and tag MLflow runs, so they stay plain.
-    name: Annotated[str, Field(pattern=SAFE_NAME)] = "demo"
-    version: Annotated[str, Field(pattern=SAFE_NAME)] = "v1"
-
-
-@config_dataclass
-class ComputeConfig:
-    # Actors running the stage chain; each loads the stages' models once.
-    stage_workers: int = 2
-    batch_size: int = 64
-
-
-@config_dataclass
-class TokensConfig(TokenizeConfig):
-    # Token versions land in ``<output>/<version>``; None: beside the dataset, ``<dataset output>-tokens``.
-    output: str | None = None
-
-
-@config_dataclass
-class ScheduleConfig:
-    """For rebuilds that run on a schedule (``jobs/rebuild_dataset.py``)."""
-
-    # A run stops itself after this long: keep it below the schedule's period, so that a slow run
-    # ends before the next one starts. Its lease on the dataset lasts as long.
-    max_seconds: Annotated[int, Field(gt=0)] = 20 * 3600
-
-
-@config_dataclass
-class BuildConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    inputs: list[str] = field(default_factory=list)
-    # Dataset root: version ``v1`` lands in ``<output>/v1``.
-    output: str = "data/datasets/demo"
-    read: ReadConfig = field(default_factory=ReadConfig)
-    stages: list[Any] = field(default_factory=list)
-    shards: ShardConfig = field(default_factory=ShardConfig)
-    compute: ComputeConfig = field(default_factory=ComputeConfig)
-    # The last step: packed token shards of the finished text (None: text shards only).
-    tokenize: TokensConfig | None = None
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    experiment: str = "dataset-builds"
-
-
-class Plan:
-    """The validated stage list, cut into per-batch segments around the dedup step."""
-
-    def __init__(self, config: BuildConfig):
-        if not config.inputs:
-            raise ConfigError("inputs: at least one input path, glob or URL is required")
-        self.segments: list[list[tuple[str, Any]]] = [[]]
-        self.dedup_config = None
-        self.stage_names = [READ]
-        for index, entry in enumerate(config.stages):
-            name, options = parse_stage_entry(entry, index)
-            self.stage_names.append(name)
-            if name == DEDUP:
-                if self.dedup_config is not None:
-                    raise ConfigError(f"stages.{index}.dedup: dedup may appear only once")
-                self.dedup_config = validate(DedupConfig, options, prefix=f"stages.{index}.dedup")
-                self.segments.append([])
-            else:
-                self.segments[-1].append((name, stage_config(name, options, key=f"stages.{index}.{name}")))
-
-
-@ray.remote(num_cpus=0)
-class StatsCollector:
-    """Gathers per-stage seconds and counters from every chain actor."""
-
-    def __init__(self) -> None:
-        self.seconds: Counter[str] = Counter()
-        self.counters: dict[str, Counter[str]] = {}
-        # Rows read per input file, kept by path: a read task that Ray retries reports its file again.
-        self.rows_read: dict[str, int] = {}
-
-    def add(self, stats: dict[str, Any]) -> None:
-        self.seconds.update(stats["seconds"])
-        for stage, counts in stats["counters"].items():
-            self.counters.setdefault(stage, Counter()).update(counts)
-
-    def add_read(self, path: str, rows: int) -> None:
-        self.rows_read[path] = rows
-
-    def get(self) -> dict[str, Any]:
-        return {
-            "seconds": dict(self.seconds),
-            "counters": {k: dict(v) for k, v in self.counters.items()},
-            "rows_read": sum(self.rows_read.values()),
-        }
-
-
-def read_and_count(files, config: ReadConfig, collector):
-    """``map_batches`` function: ``read_files``, telling the collector how many rows each file gave,
-    so the build can check its output against a count taken before any stage ran."""
-    for i in range(len(files)):
-        rows = 0
-        for table in read_files(files.slice(i, 1), config):
-            rows += len(table)
-            yield table
-        ray.get(collector.add_read.remote(files["path"][i].as_py(), rows))
-
-
-class ChainActor(StageChain):
-    """A ``StageChain`` that reports its stats to the collector after each batch."""
-
-    def __init__(self, stages: list[tuple[str, Any]], collector):
-        super().__init__([lambda name=name, config=config: make_stage(name, config) for name, config in stages])
-        self.collector = collector
-
-    def __call__(self, batch):
-        batch = super().__call__(batch)
-        self.collector.add.remote(self.take_stats())
-        return batch
 
 
 class BuildResult(dict):
@@ -236,20 +113,6 @@ def write_version(
     return Draft(build, manifest, hashes, {"total": time.perf_counter() - started, **stats["seconds"]})
 
 
-class AccountingError(RuntimeError):
-    """The output does not account for every row read: a bug, so nothing is published."""
-
-
-def check_accounting(manifest: dict[str, Any], rows_read: int) -> None:
-    """Every row read is kept or dropped with a reason, exactly once: ``kept + drops == read``."""
-    dropped = manifest["records"] - manifest["documents"]
-    if manifest["records"] != rows_read:
-        raise AccountingError(
-            f"read {rows_read} rows, but the output accounts for {manifest['records']} "
-            f"({manifest['documents']} kept + {dropped} dropped); nothing was published"
-        )
-
-
 def tokens_root(config: BuildConfig) -> str:
     root = config.tokenize.output if config.tokenize.output else f"{config.output.rstrip('/')}-tokens"
     return absolute(root).rstrip("/")
@@ -270,64 +133,3 @@ def tokenize_version(config: BuildConfig, version: str, overwrite: bool = False)
     lineage = read_manifest(text_dir).get("parent")
     parent = tokens_dir(config, lineage["version"]) if lineage else None
     return build_token_shards(text_dir, tokens_dir(config, version), tokenize, parent=parent, overwrite=overwrite)
-
-
-def assemble_manifest(
-    config: BuildConfig,
-    plan: Plan,
-    inputs: list[dict[str, Any]],
-    summaries: list[dict[str, Any]],
-    counters: dict[str, dict[str, int]],
-    build_name: str,
-) -> dict[str, Any]:
-    """The manifest of one build's files; their paths start at its version folder."""
-    summaries = sorted(summaries, key=lambda s: s["shard"])
-    drops: Counter[str] = Counter()
-    for summary in summaries:
-        drops.update(json.loads(summary["drops"]))
-    kept = sum(s["rows"] for s in summaries)
-    records = kept + sum(drops.values())
-
-    stages, remaining = [], records
-    for name in plan.stage_names:
-        prefix = f"{name}:"
-        stage_drops = {reason.removeprefix(prefix): n for reason, n in sorted(drops.items()) if reason.startswith(prefix)}
-        dropped = sum(stage_drops.values())
-        stages.append(
-            {
-                "name": name,
-                "docs_in": remaining,
-                "docs_out": remaining - dropped,
-                "drops": stage_drops,
-                "counters": dict(sorted(counters.get(name, {}).items())),
-            }
-        )
-        remaining -= dropped
-    for segment in plan.segments:
-        for name, options in segment:
-            if isinstance(options, DecontaminateConfig):  # what the evaluation sets could catch
-                next(stage for stage in stages if stage["name"] == name)["eval_sets"] = eval_set_summaries(options)
-    unknown = sorted(r for r in drops if r.split(":", 1)[0] not in plan.stage_names)
-    if unknown:
-        raise RuntimeError(f"drop reasons from no configured stage: {unknown}")
-
-    return {
-        "dataset": to_dict(config.dataset),
-        "config": to_dict(config),
-        "inputs": inputs,
-        "records": records,
-        "documents": kept,
-        "text_bytes": sum(s["text_bytes"] for s in summaries),
-        "read_errors": {
-            reason: n for reason, n in stages[0]["drops"].items() if not reason.startswith("record_type:")
-        },
-        "stages": stages,
-        "shards": [
-            {"path": f"{build_name}/shards/{s['name']}", "rows": s["rows"], "sha256": s["sha256"]}
-            for s in summaries if s["rows"]
-        ],
-        "audit": {
-            "rows": sum(s["audit_rows"] for s in summaries),
-            "files": [f"{build_name}/audit/{s['name']}" for s in summaries if s["audit_rows"]],
-        },
-    }

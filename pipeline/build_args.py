@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.build import BuildConfig
+from pipeline.build_config import BuildConfig
 from pipeline.config import config_parser, load_config
 
 

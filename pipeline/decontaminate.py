@@ -27,7 +27,7 @@ from pydantic import Field
 
 from pipeline.config import config_dataclass
 from pipeline.corpus import corpus_path
-from pipeline.documents import alive_mask
+from pipeline.documents import alive_rows
 from pipeline.stage import DocumentFilter, Drop
 
 FLAG_COLUMN = "eval_overlap"
@@ -130,13 +130,10 @@ class Decontaminate(DocumentFilter):
 
     def flag(self, batch: pa.Table) -> pa.Table:
         """Keeps every document and writes its shared n-gram count (null for rows already dropped)."""
-        counts: list[int | None] = []
-        for is_alive, text in zip(alive_mask(batch).to_pylist(), batch["text"].to_pylist()):
-            if not is_alive:
-                counts.append(None)
-                continue
+        counts: list[int | None] = [None] * len(batch)
+        for i, text in alive_rows(batch):
             found = self.overlap(text or "")
-            counts.append(found[1] if found else 0)
+            counts[i] = found[1] if found else 0
             if found:
                 self.stats[f"flagged:{found[0]}"] += 1
         return batch.append_column(FLAG_COLUMN, pa.array(counts, pa.int64()))

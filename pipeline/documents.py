@@ -9,6 +9,8 @@ accounted for: the final step counts them by reason and, if asked, writes them t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +53,13 @@ def alive_mask(batch: pa.Table) -> pa.ChunkedArray:
     return pc.is_null(batch["drop_reason"])
 
 
+def alive_rows(batch: pa.Table, column: str = "text") -> Iterator[tuple[int, Any]]:
+    """(row number, value of ``column``) for each alive row: what every per-document stage loops over."""
+    for i, (is_alive, value) in enumerate(zip(alive_mask(batch).to_pylist(), batch[column].to_pylist())):
+        if is_alive:
+            yield i, value
+
+
 def with_drops(batch: pa.Table, reasons: list[str | None], values: list[float | None]) -> pa.Table:
     """Mark rows dropped where ``reasons`` is set, keeping earlier drops, and clear their payload.
 
@@ -61,12 +70,12 @@ def with_drops(batch: pa.Table, reasons: list[str | None], values: list[float | 
     dropped = pc.is_valid(new_reason)
     if not pc.any(dropped).as_py():
         return batch
-    batch = _set(batch, "drop_reason", pc.coalesce(batch["drop_reason"], new_reason))
-    batch = _set(batch, "drop_value", pc.if_else(dropped, pa.array(values, pa.float64()), batch["drop_value"]))
+    batch = replace_column(batch, "drop_reason", pc.coalesce(batch["drop_reason"], new_reason))
+    batch = replace_column(batch, "drop_value", pc.if_else(dropped, pa.array(values, pa.float64()), batch["drop_value"]))
     for column in PAYLOAD_COLUMNS:
         if column in batch.column_names:
             null = pa.nulls(len(batch), batch.schema.field(column).type)
-            batch = _set(batch, column, pc.if_else(dropped, null, batch[column]))
+            batch = replace_column(batch, column, pc.if_else(dropped, null, batch[column]))
     return batch
 
 
@@ -78,7 +87,9 @@ def put_column(batch: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -
     return batch.append_column(name, values)
 
 
-def _set(batch: pa.Table, name: str, values) -> pa.Table:
+def replace_column(batch: pa.Table, name: str, values) -> pa.Table:
+    """``batch`` with column ``name``'s values replaced, keeping its place and its field (type,
+    nullability, metadata): ``values`` are cast to it."""
     index = batch.schema.get_field_index(name)
     field = batch.schema.field(index)
     return batch.set_column(index, field, pc.cast(values, field.type))

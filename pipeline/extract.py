@@ -20,7 +20,7 @@ from pydantic import PositiveInt
 from resiliparse.extract.html2text import extract_plain_text
 
 from pipeline.config import config_dataclass
-from pipeline.documents import alive_mask, with_drops
+from pipeline.documents import alive_rows, replace_column, with_drops
 from pipeline.stage import Stage
 
 TextExtractor = Callable[[str], str | None]
@@ -88,15 +88,14 @@ class Extract(Stage):
         self.extract_text = make_text_extractor(self.config)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        alive = alive_mask(batch).to_pylist()
-        htmls = batch["html"].to_pylist()
         html_bytes = pc.binary_length(batch["html"]).to_pylist()
         texts = batch["text"].to_pylist()
-        reasons: list[str | None] = [None] * len(htmls)
-        values: list[float | None] = [None] * len(htmls)
-        for i, (is_alive, html, size) in enumerate(zip(alive, htmls, html_bytes)):
-            if not is_alive or html is None:
+        reasons: list[str | None] = [None] * len(batch)
+        values: list[float | None] = [None] * len(batch)
+        for i, html in alive_rows(batch, "html"):
+            if html is None:
                 continue
+            size = html_bytes[i]
             if size > self.config.max_html_bytes:
                 reasons[i], values[i] = f"{self.name}:too_large", float(size)
                 continue
@@ -112,12 +111,7 @@ class Extract(Stage):
             self.stats["extracted"] += 1
             self.stats["html_bytes"] += size
             self.stats["text_bytes"] += len(text.encode())
-        batch = _replace(batch, "text", pa.array(texts, batch.schema.field("text").type))
+        batch = replace_column(batch, "text", texts)
         # Every row's html has now become text or been dropped: free it rather than carry it on.
-        batch = _replace(batch, "html", pa.nulls(len(batch), batch.schema.field("html").type))
+        batch = replace_column(batch, "html", pa.nulls(len(batch)))
         return with_drops(batch, reasons, values)
-
-
-def _replace(batch: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    index = batch.schema.get_field_index(name)
-    return batch.set_column(index, batch.schema.field(index), values)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.build import BuildConfig, Plan, tokens_root
+from pipeline.build import tokens_root
+from pipeline.build_config import BuildConfig, Plan
 from pipeline.dedup import INDEX_FOLDER
 from pipeline.dedup.index import compact_index
 from pipeline.lease import LEASE_FILE

@@ -28,7 +28,8 @@ from functools import partial
 from typing import Any, Callable, Literal
 
 from pipeline import tracking
-from pipeline.build import BuildConfig, Plan, build, write_version
+from pipeline.build import build, write_version
+from pipeline.build_config import BuildConfig, Plan
 from pipeline.config import ConfigError, to_dict
 from pipeline.readers import list_inputs
 from pipeline.report import log_build, stage_metrics

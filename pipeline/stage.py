@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.documents import alive_mask, with_drops
+from pipeline.documents import alive_rows, replace_column, with_drops
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +52,9 @@ class DocumentFilter(Stage):
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        alive = alive_mask(batch).to_pylist()
-        texts = batch["text"].to_pylist()
-        reasons: list[str | None] = [None] * len(texts)
-        values: list[float | None] = [None] * len(texts)
-        for i, (is_alive, text) in enumerate(zip(alive, texts)):
-            if not is_alive:
-                continue
+        reasons: list[str | None] = [None] * len(batch)
+        values: list[float | None] = [None] * len(batch)
+        for i, text in alive_rows(batch):
             drop = self.check(text or "")
             if drop is not None:
                 reasons[i] = f"{self.name}:{drop.reason}"
@@ -76,20 +72,14 @@ class TextTransform(Stage):
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        alive = alive_mask(batch).to_pylist()
-        texts = batch["text"].to_pylist()
-        reasons: list[str | None] = [None] * len(texts)
-        values: list[float | None] = [None] * len(texts)
-        new_texts: list[str | None] = list(texts)
-        for i, (is_alive, text) in enumerate(zip(alive, texts)):
-            if not is_alive:
-                continue
+        reasons: list[str | None] = [None] * len(batch)
+        values: list[float | None] = [None] * len(batch)
+        new_texts: list[str | None] = batch["text"].to_pylist()
+        for i, text in alive_rows(batch):
             result = self.transform(text or "")
             if isinstance(result, Drop):
                 reasons[i] = f"{self.name}:{result.reason}"
                 values[i] = result.value
             else:
                 new_texts[i] = result
-        index = batch.schema.get_field_index("text")
-        batch = batch.set_column(index, batch.schema.field(index), pa.array(new_texts, batch.schema.field(index).type))
-        return with_drops(batch, reasons, values)
+        return with_drops(replace_column(batch, "text", new_texts), reasons, values)

@@ -1,7 +1,7 @@
 """``deduplicate``: exact and MinHash-LSH deduplication of a document dataset, all on Ray Data.
 
     documents --keys: one pass, exact hash + LSH band keys per alive document--> (materialized)
-      --> key rows (+ the previous index's rows) --shuffle on bucket key--> candidate edges
+      --> key rows (+ the indexed rows that share a key with them) --shuffle on bucket key--> candidate edges
       --> connected components: union-find on the driver up to ``union_find_edge_limit`` edges,
           else large-star/small-star rounds of shuffles
       --> decisions (cluster, size, reason) for every clustered new document
@@ -37,6 +37,9 @@ from pipeline.dedup.shuffle import RayShuffle, broadcast_join, shuffle_join
 logger = logging.getLogger(__name__)
 
 REMOVED_SCHEMA = pa.schema([("id", pa.string())])
+# Up to this many new bucket rows (8 bytes of key each), the indexed rows are filtered by key before
+# the shuffle.
+PREFILTER_MAX_KEYS = 5_000_000
 
 
 @dataclass
@@ -82,10 +85,12 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
     if previous is None:  # the bucket rows are made inside the shuffle's map tasks: no pass of their own
         edges = shuffle.by_key(keyed, "key_hi", bucket_edges, prepare=new_bucket_rows)
     else:
-        buckets = keyed.map_batches(new_bucket_rows, batch_format="pyarrow").union(
-            previous.map_batches(to_bucket_rows, fn_kwargs={"rank": INDEXED}, batch_format="pyarrow")
-        )
-        edges = shuffle.by_key(buckets, "key_hi", bucket_edges)
+        new_buckets = keyed.map_batches(new_bucket_rows, batch_format="pyarrow").materialize()
+        # Only indexed rows that share a bucket with a new document can make an edge: those alone
+        # go into the shuffle, so a small increment costs a read of the index, not a shuffle of it.
+        keys = _bucket_keys(new_buckets)
+        old_buckets = previous.map_batches(_indexed_bucket_rows, fn_kwargs={"keys": keys}, batch_format="pyarrow")
+        edges = shuffle.by_key(new_buckets.union(old_buckets), "key_hi", bucket_edges)
     n_edges = edges.count()
     seconds["buckets"] = time.perf_counter() - started - sum(seconds.values())
 
@@ -133,6 +138,20 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
 
 def _union(datasets: list[ray.data.Dataset]) -> ray.data.Dataset:
     return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+
+def _bucket_keys(buckets: ray.data.Dataset) -> pa.Array | None:
+    """The distinct ``key_hi`` of these bucket rows, or None when there are too many to hand to
+    every task (then every indexed row is shuffled, which is still correct)."""
+    if buckets.count() > PREFILTER_MAX_KEYS:
+        return None
+    return pc.unique(pa.chunked_array([block["key_hi"] for block in ray.get(buckets.to_arrow_refs())], pa.int64()))
+
+
+def _indexed_bucket_rows(rows: pa.Table, keys: pa.Array | None) -> pa.Table:
+    if keys is not None:
+        rows = rows.filter(pc.is_in(rows["key_hi"], value_set=keys))
+    return to_bucket_rows(rows, INDEXED)
 
 
 def _gather(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.config import config_dataclass
-from pipeline.documents import alive_mask, with_drops
+from pipeline.documents import alive_rows, put_column, with_drops
 from pipeline.stage import Stage
 
 LANG_FIELDS = (pa.field("lang", pa.string()), pa.field("lang_score", pa.float64()))
@@ -69,13 +69,10 @@ class LanguageFilter(Stage):
         return labels[0].removeprefix("__label__"), min(float(scores[0]), 1.0)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        alive = alive_mask(batch).to_pylist()
         langs: list[str | None] = [None] * len(batch)
         scores: list[float | None] = [None] * len(batch)
         reasons: list[str | None] = [None] * len(batch)
-        for i, text in enumerate(batch["text"].to_pylist()):
-            if not alive[i]:
-                continue
+        for i, text in alive_rows(batch):
             langs[i], scores[i] = self.predict(text or "")
             if self.keep is None:
                 continue
@@ -84,10 +81,5 @@ class LanguageFilter(Stage):
             elif scores[i] < self.config.min_score:
                 reasons[i] = f"{self.name}:low_score"
         for lang_field, values in zip(LANG_FIELDS, (langs, scores)):
-            column = pa.array(values, lang_field.type)
-            index = batch.schema.get_field_index(lang_field.name)
-            if index < 0:
-                batch = batch.append_column(lang_field, column)
-            else:
-                batch = batch.set_column(index, lang_field, column)
+            batch = put_column(batch, lang_field.name, pa.array(values, lang_field.type))
         return with_drops(batch, reasons, scores)

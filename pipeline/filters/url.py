@@ -38,7 +38,7 @@ from pydantic import Field
 from xxhash import xxh64_intdigest
 
 from pipeline.config import config_dataclass
-from pipeline.documents import alive_mask, with_drops
+from pipeline.documents import alive_rows, with_drops
 from pipeline.stage import Drop, Stage
 
 NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
@@ -191,9 +191,9 @@ class URLFilter(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         if not self.active:
             return batch
-        alive = alive_mask(batch).to_pylist()
-        rows = [(i, url) for i, (keep, url) in enumerate(zip(alive, batch["url"].to_pylist())) if keep and url]
-        self.stats["no_url"] += sum(alive) - len(rows)
+        alive = list(alive_rows(batch, "url"))
+        rows = [(i, url) for i, url in alive if url]
+        self.stats["no_url"] += len(alive) - len(rows)
         reasons: list[str | None] = [None] * len(batch)
         values: list[float | None] = [None] * len(batch)
         for (i, _), drop in zip(rows, self.check([url for _, url in rows])):

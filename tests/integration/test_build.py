@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.build import BuildConfig, build
+from pipeline.build import build
+from pipeline.build_config import BuildConfig
 from pipeline.config import load_config
 from pipeline.readers import ReadConfig, list_inputs, read_file
 from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, collect_garbage

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import BuildConfig, build, tokenize_version, tokens_dir
+from pipeline.build import build, tokenize_version, tokens_dir
+from pipeline.build_config import BuildConfig
 from pipeline.config import load_config
 from pipeline.readers import ReadConfig, list_inputs, read_file
 from pipeline.stages import DEDUP, REGISTRY

@@ -20,7 +20,7 @@ import mlflow
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.build import BuildConfig
+from pipeline.build_config import BuildConfig
 from pipeline.config import load_config
 from pipeline.rebuild import PARENT_RUN_TAG, PARENT_VERSION_TAG, log_rebuild, rebuild
 from pipeline.versions import BUILD_PREFIX, MANIFEST, collect_garbage, is_complete, read_current, read_manifest, VersionPaths

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import BuildConfig
+from pipeline.build_config import BuildConfig
 from pipeline.config import ConfigError, to_dict
 from pipeline.rebuild import new_inputs, rebuild, starting_version
 from pipeline.versions import CURRENT, VersionError, next_version, read_current, set_current

@@ -17,7 +17,8 @@ import pytest
 
 from model.launch import launch
 from model.pretrain import PretrainConfig, PretrainTask
-from pipeline.build import BuildConfig, tokenize_version, tokens_dir, tokens_root
+from pipeline.build import tokenize_version, tokens_dir, tokens_root
+from pipeline.build_config import BuildConfig
 from pipeline.config import load_config, to_dict, validate
 from pipeline.rebuild import rebuild
 from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, is_complete, read_current, read_manifest

@@ -24,7 +24,8 @@ from model.checkpoint import save_checkpoint
 from model.gpt import GPT
 from model.launch import launch
 from model.pretrain import PretrainConfig, PretrainTask
-from pipeline.build import BuildConfig, build
+from pipeline.build import build
+from pipeline.build_config import BuildConfig
 from pipeline.config import to_dict, validate
 from pipeline.tokenize import TokenizeConfig, build_token_shards
 from pipeline.tokenizer import train_bpe

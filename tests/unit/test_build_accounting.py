@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.build import AccountingError, check_accounting
+from pipeline.build_manifest import AccountingError, check_accounting
 
 
 def test_matching_counts_pass():

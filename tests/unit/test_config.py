@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.build import BuildConfig, Plan
+from pipeline.build_config import BuildConfig, Plan
 from pipeline.config import ConfigError, flatten, load_config
 
 

@@ -12,7 +12,7 @@ from model.config import preset
 from model.finetune.classify import ClassifierConfig
 from model.finetune.instruct import InstructConfig
 from model.pretrain import PretrainConfig, with_absolute_paths
-from pipeline.build import Plan
+from pipeline.build_config import Plan
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import load_config
 from tests.unit.test_infra_kuberay import containers, of_kind
