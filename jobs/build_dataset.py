@@ -1,7 +1,7 @@
 """Build a dataset version from raw crawl files.
 
     python jobs/build_dataset.py --config jobs/configs/demo.yaml [--input PATH ...] [--output DIR]
-                                 [--set key=value ...] [--overwrite]
+                                 [--set key=value ...] [--overwrite] [--verbose]
 
 Runs on a local Ray, or on a cluster under ``ray job submit --working-dir . -- python jobs/...``.
 """
@@ -15,6 +15,7 @@ import ray
 from pipeline.build import build, tokenize_version, tokens_dir
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import ConfigError
+from pipeline.console import job_console
 from pipeline.report import log_build, summary_table, tokens_summary
 from pipeline.tokenize import TokenShardsExist
 from pipeline.versions import VersionPaths
@@ -30,10 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_build_config(args)
-        ray.init()
-        result = build(config, overwrite=args.overwrite)
-        # Also when the text was complete: finishes token shards an interrupted run left undone.
-        tokens = tokenize_version(config, config.dataset.version, overwrite=args.overwrite)
+        with job_console("build", args.verbose):
+            ray.init()
+            result = build(config, overwrite=args.overwrite)
+            # Also when the text was complete: finishes token shards an interrupted run left undone.
+            tokens = tokenize_version(config, config.dataset.version, overwrite=args.overwrite)
+            run_id = None if result.skipped else log_build(result, result.seconds, config.experiment, tokens=tokens)
     except (ConfigError, TokenShardsExist) as error:  # a bad config, or token shards made otherwise
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     if result.skipped:
         print(f"{version_dir} is already complete; nothing to do (use --overwrite to rebuild)")
     else:
-        run_id = log_build(result, result.seconds, config.experiment, tokens=tokens)
         print(summary_table(result, result.seconds))
         print(f"dataset: {version_dir}\nMLflow run: {run_id} (experiment {config.experiment!r})")
     if tokens is not None:

@@ -1,7 +1,7 @@
 """Add a new version to a dataset from the inputs that landed since its current version.
 
     python jobs/rebuild_dataset.py --config jobs/configs/demo.yaml [--input PATH ...]
-                                   [--output DIR] [--set key=value ...]
+                                   [--output DIR] [--set key=value ...] [--verbose]
     python jobs/rebuild_dataset.py --config ... --gc [--gc-min-age-hours H]   # remove unlisted files
     python jobs/rebuild_dataset.py --config ... --compact-index               # merge index parts
 
@@ -33,6 +33,7 @@ from pipeline.build import tokenize_version, tokens_dir, tokens_root
 from pipeline.build_config import BuildConfig
 from pipeline.build_args import build_parser, load_build_config
 from pipeline.config import ConfigError
+from pipeline.console import Console, job_console
 from pipeline.lease import LeaseHeld, held
 from pipeline.rebuild import log_rebuild, rebuild
 from pipeline.report import summary_table, tokens_summary
@@ -60,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        with held(absolute(config.output), config.schedule.max_seconds + STOP_MARGIN_SECONDS):
-            stop_after(config.schedule.max_seconds)
+        with (held(absolute(config.output), config.schedule.max_seconds + STOP_MARGIN_SECONDS),
+              job_console("rebuild", args.verbose) as console):
+            stop_after(config.schedule.max_seconds, console)
             if args.gc:
                 return collect(config, args.gc_min_age_hours * 3600)
             if args.compact_index:
-                return compact(config)
-            return run(config)
+                return compact(config, console)
+            return run(config, console)
     except LeaseHeld as error:
         print(f"another rebuild is running, so this one does nothing: {error}")
         return 0
@@ -81,12 +83,12 @@ def collect(config: BuildConfig, min_age_seconds: float) -> int:
     return 0
 
 
-def compact(config: BuildConfig) -> int:
+def compact(config: BuildConfig, console: Console) -> int:
     try:
         ray.init()
         manifest = compact_current_index(config)
     except (ConfigError, VersionError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        console.error(f"error: {error}")
         return 2
     if manifest is None:
         print("the current version's dedup index is one part already; nothing to do")
@@ -95,13 +97,13 @@ def compact(config: BuildConfig) -> int:
     return 0
 
 
-def stop_after(seconds: int) -> None:
+def stop_after(seconds: int, console: Console) -> None:
     """End the whole process (its Ray tasks with it) once ``seconds`` have passed. Nothing is lost:
-    CURRENT moves only after a complete version is committed."""
+    CURRENT moves only after a complete version is published."""
 
     def give_up() -> None:
-        print(f"error: the rebuild ran longer than schedule.max_seconds={seconds}; stopped, the current "
-              "version is as it was", file=sys.stderr, flush=True)
+        console.error(f"error: the rebuild ran longer than schedule.max_seconds={seconds}; stopped, the current "
+                      "version is as it was")
         os._exit(TIMED_OUT)
 
     timer = threading.Timer(seconds, give_up)
@@ -109,14 +111,14 @@ def stop_after(seconds: int) -> None:
     timer.start()
 
 
-def run(config: BuildConfig) -> int:
+def run(config: BuildConfig, console: Console) -> int:
     try:
         ray.init()
         result = rebuild(config)
         # Every run makes sure the current version has its token shards (a no-op when it does).
         tokens = tokenize_version(config, result.version)
     except (ConfigError, TokenShardsExist) as error:  # a bad config, or token shards made otherwise
-        print(f"error: {error}", file=sys.stderr)
+        console.error(f"error: {error}")
         return 2
     version_dir = VersionPaths(config.output, result.version).final
     if result.outcome == "unchanged":

@@ -22,6 +22,7 @@ from pipeline.build_manifest import assemble_manifest, check_accounting
 from pipeline.build_stats import ChainActor, StatsCollector, read_and_count
 from pipeline.dedup import INDEX_FOLDER, deduplicate, write_index
 from pipeline.readers import list_inputs
+from pipeline.progress import report, stages_label
 from pipeline.shards import assign_shard, shard_count, text_bytes, write_shard
 from pipeline.storage import absolute
 from pipeline.tokenize import TokenizeConfig, build_token_shards
@@ -74,11 +75,15 @@ def write_version(
     ds = ray.data.from_items(inputs, override_num_blocks=max(1, len(inputs))).map_batches(
         read_and_count, fn_kwargs={"config": config.read, "collector": collector}, batch_size=1, batch_format="pyarrow"
     )
-    dedup_index = None
+    dedup_index, phase, phase_started, detail = None, "read", time.perf_counter(), ""
     for position, segment in enumerate(plan.segments):
-        if position > 0:
-            deduplicated = deduplicate(ds.materialize(), plan.dedup_config, previous_index=previous_index)
+        if position > 0:  # what ran so far is one phase; dedup starts the next
+            ds = ds.materialize()
+            report(stages_label(phase, len(plan.segments[position - 1])), ds.count(), time.perf_counter() - phase_started)
+            phase, phase_started = "dedup", time.perf_counter()
+            deduplicated = deduplicate(ds, plan.dedup_config, previous_index=previous_index)
             ds, dedup_index = deduplicated.documents, deduplicated.index
+            detail = f"{sum(deduplicated.stats['removed'].values()):,} duplicates removed"
         if segment:
             ds = ds.map_batches(
                 ChainActor,
@@ -88,7 +93,9 @@ def write_version(
                 compute=actor_pool(config.compute.stage_workers),
             )
     ds = ds.materialize()
+    report(stages_label(phase, len(plan.segments[-1])), ds.count(), time.perf_counter() - phase_started, detail=detail)
 
+    shards_started = time.perf_counter()
     kept_bytes = sum(row["bytes"] for row in ds.map_batches(text_bytes, batch_format="pyarrow").take_all())
     n_shards = shard_count(kept_bytes, config.shards.target_mb)
     summaries = (
@@ -101,6 +108,8 @@ def write_version(
         )
         .take_all()
     )
+    kept = sum(summary["rows"] for summary in summaries)
+    report("shards", kept, time.perf_counter() - shards_started, unit="documents", detail=f"{n_shards} shards")
     stats = ray.get(collector.get.remote())
     manifest = assemble_manifest(config, plan, inputs, summaries, stats["counters"], build.name)
     check_accounting(manifest, rows_read=stats["rows_read"])

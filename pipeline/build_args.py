@@ -14,6 +14,8 @@ def build_parser(description: str, config_help: str) -> argparse.ArgumentParser:
     parser.add_argument("--input", action="append", default=[],
                         help="input path, glob, folder or URL (repeatable; replaces the config's inputs)")
     parser.add_argument("--output", help="dataset root folder (replaces the config's output)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's output (execution plans, operator statistics) on the console")
     return parser
 
 

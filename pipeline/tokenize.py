@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -39,6 +40,7 @@ from pydantic import Field
 
 from pipeline.actor_pool import actor_pool
 from pipeline.config import config_dataclass, to_dict
+from pipeline.progress import report
 from pipeline.storage import filesystem, write_bytes
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
 from pipeline.versions import (
@@ -262,10 +264,13 @@ def build_token_shards(
     text_shards = text_manifest["increment"]["shards"] if inherited else text_manifest["shards"]
     first_shard = {split: len(inherited["splits"][split]["shards"]) if inherited else 0 for split in SPLITS}
     build = Build.start(paths)
+    started = time.perf_counter()
     summaries, empty_documents = encode_and_write(
         [version_file(text_dir, shard["path"]) for shard in text_shards], config, build, first_shard
     )
     manifest = assemble_manifest(config, identity, source, summaries, empty_documents, build.name)
+    report("tokens", manifest["documents"], time.perf_counter() - started, unit="documents",
+           detail=f"{manifest['total_tokens']:,} tokens")
     text_documents = sum(shard["rows"] for shard in text_shards)
     if manifest["documents"] + empty_documents != text_documents:
         raise RuntimeError(

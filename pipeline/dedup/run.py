@@ -61,7 +61,7 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
     if config.group_by is not None and config.group_by not in columns:
         raise ConfigError(f"dedup.group_by: the documents have no column {config.group_by!r}")
     if config.minhash.enabled:
-        logger.info("dedup MinHash-LSH %s", describe_s_curve(config.minhash.bands, config.minhash.rows))
+        logger.debug("dedup MinHash-LSH %s", describe_s_curve(config.minhash.bands, config.minhash.rows))
 
     # Upstream steps run first: the key actors may hold every CPU, and a task of an upstream step
     # left waiting for one would wait forever. (A no-op for a materialized dataset, as the build's.)
@@ -132,7 +132,7 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
         "s_curve": describe_s_curve(config.minhash.bands, config.minhash.rows) if config.minhash.enabled else None,
         "seconds": seconds,
     }
-    logger.info("dedup: %s", stats)
+    logger.debug("dedup: %s", stats)  # the manifest keeps them too
     return DedupResult(documents=documents, index=kept_rows, stats=stats)
 
 

@@ -29,7 +29,7 @@ from tests.e2e.test_pretrain_job import overrides
 
 pytestmark = pytest.mark.e2e
 
-STEPS, EVERY = 20, 5
+STEPS, EVERY = 10, 5
 
 
 def pretrain_command(tokens: str, output: Path, name: str, *extra: str) -> list[str]:

@@ -21,7 +21,8 @@ from pipeline.build import tokenize_version, tokens_dir, tokens_root
 from pipeline.build_config import BuildConfig
 from pipeline.config import load_config, to_dict, validate
 from pipeline.rebuild import rebuild
-from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, is_complete, read_current, read_manifest
+from pipeline.lease import LEASE_FILE
+from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, collect_garbage, is_complete, read_current, read_manifest
 from tests.integration.test_rebuild import shakespeare_passages, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +106,13 @@ def test_a_rebuild_killed_on_s3_leaves_the_current_version_and_a_rerun_finishes(
     process = subprocess.Popen(command, cwd=folder, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
+    while f"{root.removeprefix('s3://')}/{LEASE_FILE}" not in s3_files(root):
+        assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before taking its lease"
+        time.sleep(0.05)
+    # A second run while the first holds the lease (a scheduler's catch-up tick) does nothing.
+    second = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "another rebuild is running" in second.stdout, second.stdout + second.stderr
+    # Killed as soon as its first file is out: shards come first, then the dedup index, then the manifest.
     while not any(f"/v3/{BUILD_PREFIX}" in path for path in s3_files(root)):
         assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before it could be killed"
         time.sleep(0.05)
@@ -114,10 +122,14 @@ def test_a_rebuild_killed_on_s3_leaves_the_current_version_and_a_rerun_finishes(
     assert read_current(root) == "v2" and is_complete(VersionPaths(root, "v2"))
     assert not is_complete(VersionPaths(root, "v3"))
     assert {path: etag for path, etag in s3_files(root).items() if "/v2/" in path} == v2_objects
+    killed = {path for path in s3_files(root) if "/v3/" in path}
 
     result = rebuild(config)
     assert (result.outcome, result.version, result.parent) == ("increment", "v3", "v2")
     assert read_current(root) == "v3" and is_complete(VersionPaths(root, "v3"))
+    # The killed run's objects are listed by no version: garbage collection takes exactly those.
+    assert set(collect_garbage(root, keep=(LEASE_FILE,), min_age_seconds=0)) == killed
+    assert is_complete(VersionPaths(root, "v3"))
 
 
 def test_pretraining_reads_the_token_shards_from_s3(dataset, tmp_path):
