@@ -1,6 +1,7 @@
-"""Composes the stages a build config names into one Ray Data plan, and commits the result.
+"""Composes the stages a build config names into one Ray Data plan, and publishes the result.
 
-    inputs --read--> documents --stages...--> [dedup] --stages...--> shards + audit + manifest.json
+    inputs --read--> documents --stages...--> [dedup] --stages...--> shards + audit (+ dedup index part)
+      --> manifest.json (``versions.py``)
 
 Reading runs as Ray tasks, one input file each. Each run of consecutive stages runs as one
 ``map_batches`` over an actor pool (models load once per actor). Deduplication, when the config

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,7 @@ from pipeline.config import load_config
 from pipeline.readers import ReadConfig, list_inputs, read_file
 from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, collect_garbage
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
@@ -70,6 +72,25 @@ def start_build_job(config: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def kill_process_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def settled(snapshot: Callable[[], T], quiet_seconds: float = 3.0, timeout: float = 60.0) -> T:
+    """``snapshot()`` once it has stopped changing: a killed job's Ray workers outlive its driver for
+    a moment and may finish a file they were writing."""
+    deadline = time.monotonic() + timeout
+    last, since = snapshot(), time.monotonic()
+    while time.monotonic() - since < quiet_seconds:
+        assert time.monotonic() < deadline, "the files kept changing"
+        time.sleep(0.2)
+        current = snapshot()
+        if current != last:
+            last, since = current, time.monotonic()
+    return last
+
+
 def listed_files(version_dir: Path) -> dict[str, bytes]:
     """The files a version's manifest lists, by their path inside their build folder."""
     manifest = json.loads((version_dir / MANIFEST).read_text())
@@ -91,10 +112,9 @@ def test_killed_build_is_rebuilt_byte_identical(ray_local, corpus, tmp_path):
     while not any(version_dir.glob(f"{BUILD_PREFIX}*/*")):
         assert process.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_process_group(process)
     assert not (version_dir / MANIFEST).exists(), "a killed build must not look complete"
-    killed = {p for p in output.rglob("*") if p.is_file()}
+    killed = settled(lambda: {p for p in output.rglob("*") if p.is_file()})
 
     build(load_config(BuildConfig, config))
     assert listed_files(version_dir) == expected

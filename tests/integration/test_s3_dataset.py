@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,14 +14,27 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from jobs import rebuild_dataset
 from model.launch import launch
 from model.pretrain import PretrainConfig, PretrainTask
 from pipeline.build import tokenize_version, tokens_dir, tokens_root
-from pipeline.build_config import BuildConfig
+from pipeline.build_config import BuildConfig, Plan
 from pipeline.config import load_config, to_dict, validate
+from pipeline.dedup.index import read_index
+from pipeline.maintenance import compact_current_index
 from pipeline.rebuild import rebuild
 from pipeline.lease import LEASE_FILE
-from pipeline.versions import BUILD_PREFIX, MANIFEST, VersionPaths, collect_garbage, is_complete, read_current, read_manifest
+from pipeline.versions import (
+    BUILD_PREFIX,
+    MANIFEST,
+    VersionPaths,
+    collect_garbage,
+    is_complete,
+    read_current,
+    read_manifest,
+    version_file,
+)
+from tests.integration.test_build import kill_process_group, settled
 from tests.integration.test_rebuild import shakespeare_passages, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,13 +128,12 @@ def test_a_rebuild_killed_on_s3_leaves_the_current_version_and_a_rerun_finishes(
     while not any(f"/v3/{BUILD_PREFIX}" in path for path in s3_files(root)):
         assert process.poll() is None and time.monotonic() < deadline, "the rebuild ended before it could be killed"
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_process_group(process)
 
     assert read_current(root) == "v2" and is_complete(VersionPaths(root, "v2"))
     assert not is_complete(VersionPaths(root, "v3"))
     assert {path: etag for path, etag in s3_files(root).items() if "/v2/" in path} == v2_objects
-    killed = {path for path in s3_files(root) if "/v3/" in path}
+    killed = settled(lambda: {path for path in s3_files(root) if "/v3/" in path})
 
     result = rebuild(config)
     assert (result.outcome, result.version, result.parent) == ("increment", "v3", "v2")
@@ -149,3 +160,23 @@ def test_pretraining_reads_the_token_shards_from_s3(dataset, tmp_path):
     result = launch(config, PretrainTask(config), to_dict(config), {}, [])
     assert [entry["step"] for entry in result.history] == [1, 2, 3]
     assert all(math.isfinite(entry["loss"]) for entry in result.history)
+
+
+def test_index_compaction_and_garbage_collection_keep_the_current_version_whole(dataset):
+    root, config = dataset["root"], dataset["config"]
+    before = read_manifest(f"{root}/{read_current(root)}")
+    assert len(before["dedup_index"]["parts"]) == 3  # one per build: v1, v2, v3
+    manifest = compact_current_index(config)
+    assert len(manifest["dedup_index"]["parts"]) == 1 and manifest["dedup_index"]["rows"] == before["dedup_index"]["rows"]
+    assert manifest["shards"] == before["shards"] and is_complete(VersionPaths(root, read_current(root)))
+    compacted = read_index(version_file(f"{root}/{read_current(root)}", manifest["dedup_index"]["parts"][0]),
+                           Plan(config).dedup_config)
+    assert compacted.count() == before["dedup_index"]["rows"]
+
+    # The job's --gc: the current version and its parents stay whole; v3's own old index part,
+    # listed by no manifest now, goes.
+    assert rebuild_dataset.main(["--config", str(dataset["config_path"]), "--gc", "--gc-min-age-hours", "0"]) == 0
+    for version in ("v1", "v2", "v3"):
+        assert is_complete(VersionPaths(root, version))
+    old_part = f"{root.removeprefix('s3://')}/v3/{before['dedup_index']['parts'][2]}"
+    assert not any(path.startswith(old_part) for path in s3_files(root))
