@@ -44,7 +44,7 @@ from model.config import GPTConfig, preset  # noqa: E402
 from model.gpt import GPT, flops_per_token  # noqa: E402
 from model.launch import launch  # noqa: E402
 from model.pretrain import PretrainConfig, PretrainTask, with_absolute_paths  # noqa: E402
-from model.optim import OptimConfig, build_optimizers, learning_rate_schedule, set_learning_rate  # noqa: E402
+from model.optim import build_optimizers, learning_rate_schedule, set_learning_rate  # noqa: E402
 from model.train import Evaluation  # noqa: E402
 from model.train_config import TrainConfig, accumulation_steps  # noqa: E402
 from pipeline.config import load_config, validate  # noqa: E402

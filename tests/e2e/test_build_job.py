@@ -8,7 +8,6 @@ import mlflow
 import pytest
 
 from pipeline.demo_crawl import write_demo_crawl
-from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 

@@ -30,7 +30,7 @@ def test_emails_are_masked_and_counted():
 def test_only_public_ips_are_masked(address, masked):
     pii = PIIFormatter()
     out = pii.transform(f"Server at {address}, port 80.")
-    assert out == (f"Server at 22.214.171.124, port 80." if masked else f"Server at {address}, port 80.")
+    assert out == ("Server at 22.214.171.124, port 80." if masked else f"Server at {address}, port 80.")
     assert pii.take_stats().get("ips_masked", 0) == int(masked)
 
 
