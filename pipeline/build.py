@@ -110,7 +110,7 @@ def write_version(
         .take_all()
     )
     kept = sum(summary["rows"] for summary in summaries)
-    report("shards", kept, time.perf_counter() - shards_started, unit="documents", detail=f"{n_shards} shards")
+    report("shards", kept, time.perf_counter() - shards_started, unit="documents", detail=f"{n_shards} shard{'s' if n_shards != 1 else ''}")
     stats = ray.get(collector.get.remote())
     manifest = assemble_manifest(config, plan, inputs, summaries, stats["counters"], build.name)
     check_accounting(manifest, rows_read=stats["rows_read"])
