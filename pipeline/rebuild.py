@@ -21,7 +21,6 @@ Runs must not overlap (two would build the same next version): the job holds a l
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -33,7 +32,7 @@ from pipeline.build_config import BuildConfig, Plan
 from pipeline.config import ConfigError, to_dict
 from pipeline.readers import list_inputs
 from pipeline.report import log_build, stage_metrics
-from pipeline.storage import absolute, filesystem
+from pipeline.storage import absolute, sha256_of
 from pipeline.versions import (
     MANIFEST,
     Build,
@@ -90,7 +89,7 @@ def rebuild(config: BuildConfig) -> RebuildResult:
     parent_dir = VersionPaths(root, current).final
     parent_index = [version_file(parent_dir, part) for part in parent_manifest["dedup_index"]["parts"]]
     increment = write_version(own, target, new, previous_index=parent_index)
-    lineage = {"version": current, "manifest_sha256": _sha256(f"{parent_dir}/{MANIFEST}")}
+    lineage = {"version": current, "manifest_sha256": sha256_of(f"{parent_dir}/{MANIFEST}")}
     from_parent = partial(rebase, from_dir=parent_dir, to_dir=target.paths.final)
     manifest = merged_manifest(own, lineage, parent_manifest, increment.manifest, from_parent)
     inherited = [{**f, "path": from_parent(f["path"])} for f in parent_manifest["files"]]
@@ -204,8 +203,6 @@ def _check_same_settings(config: BuildConfig, parent_manifest: dict[str, Any], p
             )
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(filesystem(path).cat_file(path)).hexdigest()
 
 
 def _id_name(item: dict[str, Any]) -> str:

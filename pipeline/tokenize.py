@@ -19,7 +19,6 @@ a split and stable for a given build. Nothing passes through the driver except o
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import time
@@ -41,7 +40,7 @@ from pydantic import Field
 from pipeline.actor_pool import actor_pool
 from pipeline.config import config_dataclass, to_dict
 from pipeline.progress import report
-from pipeline.storage import filesystem, write_bytes
+from pipeline.storage import filesystem, sha256_of, write_bytes
 from pipeline.tokenizer import load_tokenizer, tokenizer_identity
 from pipeline.versions import (
     MANIFEST,
@@ -248,7 +247,7 @@ def build_token_shards(
     text_dir = text_dir.rstrip("/")
     text_manifest = open_version(text_dir)  # complete, or it says what is missing
     identity = tokenizer_identity(config.tokenizer)
-    source = {"text_dir": text_dir, "manifest_sha256": _sha256(f"{text_dir}/{MANIFEST}")}
+    source = {"text_dir": text_dir, "manifest_sha256": sha256_of(f"{text_dir}/{MANIFEST}")}
 
     paths = VersionPaths.of(out_dir.rstrip("/"))
     if is_complete(paths) and not overwrite:
@@ -346,7 +345,7 @@ def merged_manifest(
         histogram[low] += count
     return {
         **increment,
-        "parent": {"tokens_dir": parent_dir, "manifest_sha256": _sha256(f"{parent_dir}/{MANIFEST}")},
+        "parent": {"tokens_dir": parent_dir, "manifest_sha256": sha256_of(f"{parent_dir}/{MANIFEST}")},
         "increment": {key: increment[key] for key in ("documents", "empty_documents", "total_tokens", "total_bytes")},
         **{key: parent[key] + increment[key] for key in ("documents", "empty_documents", "total_tokens", "total_bytes")},
         "splits": splits,
@@ -354,8 +353,6 @@ def merged_manifest(
     }
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(filesystem(path).cat_file(path)).hexdigest()
 
 
 def assemble_manifest(
