@@ -11,7 +11,7 @@ from pipeline.build import tokens_root
 from pipeline.build_config import BuildConfig, Plan
 from pipeline.dedup import INDEX_FOLDER
 from pipeline.dedup.index import compact_index
-from pipeline.lease import LEASE_FILE
+from pipeline.lease import LEASE_FILES
 from pipeline.storage import absolute
 from pipeline.versions import (
     Build,
@@ -33,7 +33,7 @@ class Garbage:
 
 def collect_dataset_garbage(config: BuildConfig, min_age_seconds: float) -> Garbage:
     """Remove what no manifest lists, in the text root and, if the config makes them, its token root."""
-    text = collect_garbage(absolute(config.output), keep=(LEASE_FILE,), min_age_seconds=min_age_seconds)
+    text = collect_garbage(absolute(config.output), keep=LEASE_FILES, min_age_seconds=min_age_seconds)
     tokens = collect_garbage(tokens_root(config), min_age_seconds=min_age_seconds) if config.tokenize else []
     return Garbage(text, tokens)
 

@@ -23,7 +23,7 @@ from pipeline.config import load_config, to_dict, validate
 from pipeline.dedup.index import read_index
 from pipeline.maintenance import compact_current_index
 from pipeline.rebuild import rebuild
-from pipeline.lease import LEASE_FILE
+from pipeline.lease import LEASE_FILE, LEASE_FILES
 from pipeline.versions import (
     BUILD_PREFIX,
     MANIFEST,
@@ -139,7 +139,7 @@ def test_a_rebuild_killed_on_s3_leaves_the_current_version_and_a_rerun_finishes(
     assert (result.outcome, result.version, result.parent) == ("increment", "v3", "v2")
     assert read_current(root) == "v3" and is_complete(VersionPaths(root, "v3"))
     # The killed run's objects are listed by no version: garbage collection takes exactly those.
-    assert set(collect_garbage(root, keep=(LEASE_FILE,), min_age_seconds=0)) == killed
+    assert set(collect_garbage(root, keep=LEASE_FILES, min_age_seconds=0)) == killed
     assert is_complete(VersionPaths(root, "v3"))
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pipeline.lease import LEASE_FILE, LeaseHeld, acquire, held, lease_path, read, release
+from pipeline.lease import LEASE_FILE, Lease, LeaseHeld, _store, acquire, held, lease_path, read, release
 
 
 def test_a_held_lease_is_refused_and_released_at_the_end_of_the_block(tmp_path):
@@ -77,7 +77,14 @@ def _race(root: str, start: float, results, everyone_tried) -> None:
         results.put("refused")
 
 
-def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path):
+@pytest.mark.parametrize("lease_before", ["none", "expired"])
+def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path, lease_before):
+    """Racing to create the lease, and racing to take over the same stale one. (A lease read while
+    its creator was still writing it once looked unreadable, hence stale, and two processes won.)"""
+    if lease_before == "expired":
+        (tmp_path / LEASE_FILE).write_text(json.dumps(
+            {"owner": "another-pod:7:abc", "host": "another-pod", "pid": 7, "started": time.time() - 100,
+             "expires": time.time() - 1}))
     context = multiprocessing.get_context("spawn")
     results, everyone_tried = context.Queue(), context.Event()
     start = time.time() + 2
@@ -92,14 +99,43 @@ def test_of_processes_racing_for_the_lease_exactly_one_wins(tmp_path):
     assert outcomes == ["refused"] * 5 + ["won"]
 
 
-def test_on_s3_the_lease_is_taken_with_a_conditional_put(s3_bucket):
-    """The same process asking twice: only the store's If-None-Match refuses the second (this host's
-    liveness check would call the holder alive, so nothing else could)."""
-    root = f"{s3_bucket}/datasets/web"
-    first = acquire(root, seconds=600)
-    with pytest.raises(LeaseHeld, match=first.owner):
-        acquire(root, seconds=600)
-    release(root, first)
-    assert read(lease_path(root)) is None
-    expired = acquire(root, seconds=-1)  # already expired: the next taker takes it over
-    assert acquire(root, seconds=600).owner != expired.owner
+@pytest.fixture(params=["disk", "s3", "memory"])
+def lease_root(request, tmp_path):
+    """The lease's three kinds of store: a file system (flock), S3 (conditional writes on a moto
+    server) and fsspec's in-memory store, standing for the stores with neither."""
+    if request.param == "disk":
+        return str(tmp_path / "datasets" / "web")
+    if request.param == "s3":
+        return f"{request.getfixturevalue('s3_bucket')}/datasets/web"
+    return f"memory://{tmp_path.name}/datasets/web"
+
+
+def test_on_every_store_a_lease_is_held_released_and_taken_over(lease_root):
+    first = acquire(lease_root, seconds=600)
+    assert read(lease_path(lease_root)) == first
+    with pytest.raises(LeaseHeld, match=first.owner):  # this process is alive: only the lease refuses
+        acquire(lease_root, seconds=600)
+    release(lease_root, first)
+    assert read(lease_path(lease_root)) is None
+    expired = acquire(lease_root, seconds=-1)
+    taker = acquire(lease_root, seconds=600)
+    assert read(lease_path(lease_root)) == taker != expired
+    release(lease_root, expired)  # no longer the holder: the taker's lease stays
+    assert read(lease_path(lease_root)) == taker
+
+
+@pytest.mark.parametrize("store_kind", ["disk", "s3"])
+def test_a_write_based_on_a_lease_that_changed_since_it_was_read_is_refused(store_kind, tmp_path, request):
+    """The compare-and-swap under every take-over: two takers read the same stale lease, the first
+    to write wins, and the second's write, against what it read, fails."""
+    root = str(tmp_path) if store_kind == "disk" else request.getfixturevalue("s3_bucket")
+    stale = acquire(root, seconds=-1)
+    first, second = _store(root), _store(root)
+    (seen_by_first, first_tag), (seen_by_second, second_tag) = first.read(), second.read()
+    assert seen_by_first == seen_by_second == stale
+    winner = Lease("winner:1:a", "winner", 1, time.time(), time.time() + 600)
+    assert first.swap(first_tag, winner)
+    assert not second.swap(second_tag, Lease("loser:2:b", "loser", 2, time.time(), time.time() + 600))
+    assert not second.swap(second_tag, None)  # nor may it remove the winner's
+    assert read(lease_path(root)) == winner
+    assert not first.swap(None, stale)  # creating over an existing lease is refused too
