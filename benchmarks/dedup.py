@@ -1,10 +1,10 @@
-"""Dedup throughput and scaling: ours on Ray Data against datasketch in one process.
+"""Dedup throughput and scaling: ours on Ray Data against datasketch, per core.
 
 For each corpus size, the same documents (``dedup_corpus.py``: real text with planted copies) go
 through:
 
-- the baseline, ``datasketch`` MinHash + MinHashLSH + union-find in this process, signatures
-  included (``dedup_sides.run_datasketch``);
+- the baseline, ``datasketch`` MinHash signatures in as many processes as ours has Ray CPUs, then
+  MinHashLSH + union-find in this process (``dedup_sides.run_datasketch``);
 - ours, ``deduplicate`` with the FineWeb preset on a local Ray with 2 CPUs, from the documents in
   Ray's object store (blocks of 2,000, as the build hands over its materialized dataset) to every
   output document materialized (``dedup_sides.run_ours``): once as configured by default
@@ -14,8 +14,9 @@ through:
 Reported: seconds and documents per second of each, the ratio, time per document relative to the
 smallest size, and the peak memory of the largest single Ray worker process during our runs
 (private resident memory, RssAnon, sampled every 50 ms; shared object-store pages excluded).
-Each size gets a fresh local Ray; before timing, one small run warms up its workers (imports,
-lookup tables), as any long-lived cluster has.
+Each size gets a fresh local Ray; before timing, one small run of each side warms up its workers
+(imports, lookup tables), as any long-lived cluster has. Both sides use the same number of
+processes, so the ratio is the ratio per core.
 
     .venv/bin/python benchmarks/dedup.py                                  # 25k and 50k documents
     .venv/bin/python benchmarks/dedup.py --sizes 25000,50000,100000,200000
@@ -40,7 +41,14 @@ import datasketch  # noqa: E402
 import ray  # noqa: E402
 
 from benchmarks.dedup_corpus import generate  # noqa: E402
-from benchmarks.dedup_sides import as_dataset, run_datasketch, run_ours, start_local_ray  # noqa: E402
+from benchmarks.dedup_sides import (  # noqa: E402
+    RAY_CPUS,
+    as_dataset,
+    datasketch_pool,
+    run_datasketch,
+    run_ours,
+    start_local_ray,
+)
 from pipeline.dedup import DedupConfig  # noqa: E402
 
 
@@ -119,15 +127,19 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     print(f"python {platform.python_version()}, ray {ray.__version__}, datasketch {datasketch.__version__}, "
-          f"{os.cpu_count()} CPUs visible, Ray given 2; repeats {args.repeats} (medians)")
+          f"{os.cpu_count()} CPUs visible, Ray given {RAY_CPUS}, datasketch signing in {RAY_CPUS} processes; "
+          f"repeats {args.repeats} (medians)")
     default, distributed = DedupConfig(), DedupConfig(union_find_edge_limit=0)
     rows = []
+    pool = datasketch_pool()
     for size in sizes:
         corpus = generate(size, seed=size)
         # A fresh Ray per size: worker processes keep the memory their allocator once took, so
         # reusing them would carry the peaks of earlier sizes over.
         start_local_ray(args.object_store_gb)
-        warm = as_dataset(generate(2000, seed=99).table)
+        warm_table = generate(2000, seed=99).table
+        run_datasketch(warm_table, default.minhash, pool)  # imports in the pool's processes
+        warm = as_dataset(warm_table)
         run_ours(warm, default)
         run_ours(warm, distributed)
         documents = as_dataset(corpus.table)
@@ -135,7 +147,7 @@ def main() -> None:
         memory = {"ours": 0.0, "ours distributed": 0.0}
         removed = {}
         for _ in range(args.repeats):
-            baseline = run_datasketch(corpus.table, default.minhash)
+            baseline = run_datasketch(corpus.table, default.minhash, pool)
             times["datasketch"].append(baseline.seconds)
             removed["datasketch"] = len(baseline.survivor_of)
             for name, config in (("ours", default), ("ours distributed", distributed)):

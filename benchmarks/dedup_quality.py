@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.dedup_corpus import generate  # noqa: E402
-from benchmarks.dedup_sides import Outcome, as_dataset, run_datasketch, run_ours, start_local_ray  # noqa: E402
+from benchmarks.dedup_sides import Outcome, as_dataset, datasketch_pool, run_datasketch, run_ours, start_local_ray  # noqa: E402
 from pipeline.dedup import DedupConfig  # noqa: E402
 from pipeline.dedup.lsh import s_curve  # noqa: E402
 from pipeline.dedup.normalize import normalize  # noqa: E402
@@ -49,7 +49,8 @@ def main() -> None:
     print(f"corpus: {args.docs} documents, {len(corpus.families())} families, seed {args.seed}; python {platform.python_version()}")
     start_local_ray(object_store_gb=2)
     ours, _ = run_ours(as_dataset(corpus.table), config)
-    baseline = run_datasketch(corpus.table, config.minhash)
+    with datasketch_pool() as pool:
+        baseline = run_datasketch(corpus.table, config.minhash, pool)
 
     texts = dict(zip(corpus.table["id"].to_pylist(), corpus.table["text"].to_pylist()))
     shingle_sets: dict[str, set[str]] = {}

@@ -1,9 +1,12 @@
 """The two sides of the dedup benchmarks, run on the same documents in one process.
 
-- ``run_datasketch``, the baseline: one process, ``datasketch.MinHash`` signatures (copies of one
-  sketch, as its bulk API does, so the permutations are drawn once) over the same shingles as
-  ours, hashed with xxh32, the fastest hash it takes; every signature inserted into ``datasketch.MinHashLSH`` with the same
-  bands and rows; every document queried; a union-find over the hits keeping the smallest id.
+- ``run_datasketch``, the baseline: ``datasketch.MinHash`` signatures (copies of one sketch, as
+  its bulk API does, so the permutations are drawn once) over the same shingles as ours, hashed
+  with xxh32, the fastest hash it takes, computed in as many processes as ours has Ray CPUs (a
+  ``multiprocessing`` pool started before the clock, as ours has warm Ray workers); then, in this
+  process, as datasketch's in-memory index must be one, every signature inserted into
+  ``datasketch.MinHashLSH`` with the same bands and rows, every document queried, and a
+  union-find over the hits keeping the smallest id.
 - ``run_ours``: ``pipeline.dedup.deduplicate`` on a local Ray, from the same documents already in
   Ray's object store (as the build hands them over: a materialized dataset, in blocks of 2,000),
   up to the full output materialized (every document, marked and annotated).
@@ -11,6 +14,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.pool
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import xxhash
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from pipeline.dedup import DedupConfig, DedupResult, deduplicate
 from pipeline.dedup.config import MinHashConfig
@@ -34,34 +39,39 @@ class Outcome:
     survivor_of: dict[str, str]
 
 
+# Ours runs on this many Ray CPUs; datasketch signs in as many processes.
+RAY_CPUS = 2
+
+
 def start_local_ray(object_store_gb: float) -> None:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # Shuffle map tasks run in their own worker pool; with Ray's default soft limit of one idle
     # worker per CPU, a 2-CPU node kills and restarts workers between every shuffle (seconds each).
     os.environ.setdefault("RAY_num_workers_soft_limit", "8")
     ray.init(
-        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+        address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
         object_store_memory=int(object_store_gb * 1e9),
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def run_datasketch(table: pa.Table, config: MinHashConfig) -> Outcome:
+def datasketch_pool() -> multiprocessing.pool.Pool:
+    # Spawned, not forked: the driver holds a running Ray client, which a fork must not copy.
+    return multiprocessing.get_context("spawn").Pool(RAY_CPUS)
+
+
+def run_datasketch(table: pa.Table, config: MinHashConfig, pool: multiprocessing.pool.Pool) -> Outcome:
     started = time.perf_counter()
-    template = MinHash(num_perm=config.num_perm, seed=config.permutation_seed, hashfunc=xxhash.xxh32_intdigest)
+    ids, texts = table["id"].to_pylist(), table["text"].to_pylist()
+    chunk = -(-len(ids) // RAY_CPUS)
+    signed: list[tuple[str, LeanMinHash]] = []
+    for part in pool.starmap(_sign, [(ids[i : i + chunk], texts[i : i + chunk], config)
+                                     for i in range(0, len(ids), chunk)]):
+        signed += part
     lsh = MinHashLSH(num_perm=config.num_perm, params=(config.bands, config.rows))
-    signed = []
     with lsh.insertion_session() as session:
-        for doc_id, text in zip(table["id"].to_pylist(), table["text"].to_pylist()):
-            text_units = units(normalize(text or "", config.normalize), config)
-            shingles = [s.encode() for s in shingle_strings(text_units, config)]
-            if not shingles:
-                continue  # as ours: a text with no shingle is not bucketed
-            # What MinHash.bulk does per document: copy a sketch whose permutations are drawn.
-            sketch = template.copy()
-            sketch.update_batch(shingles)
+        for doc_id, sketch in signed:
             session.insert(doc_id, sketch, check_duplication=False)
-            signed.append((doc_id, sketch))
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:
@@ -77,6 +87,22 @@ def run_datasketch(table: pa.Table, config: MinHashConfig) -> Outcome:
                 parent[max(a, b)] = min(a, b)
     survivor_of = {doc_id: root(doc_id) for doc_id in parent if root(doc_id) != doc_id}
     return Outcome(time.perf_counter() - started, survivor_of)
+
+
+def _sign(ids: list[str], texts: list[str], config: MinHashConfig) -> list[tuple[str, LeanMinHash]]:
+    """One process's share of the signatures: (id, signature) of each document with shingles."""
+    template = MinHash(num_perm=config.num_perm, seed=config.permutation_seed, hashfunc=xxhash.xxh32_intdigest)
+    signed = []
+    for doc_id, text in zip(ids, texts):
+        text_units = units(normalize(text or "", config.normalize), config)
+        shingles = [s.encode() for s in shingle_strings(text_units, config)]
+        if not shingles:
+            continue  # as ours: a text with no shingle is not bucketed
+        # What MinHash.bulk does per document: copy a sketch whose permutations are drawn.
+        sketch = template.copy()
+        sketch.update_batch(shingles)
+        signed.append((doc_id, LeanMinHash(sketch)))  # its hash values and seed, as it is pickled
+    return signed
 
 
 def as_dataset(table: pa.Table, rows_per_block: int = 2000) -> ray.data.MaterializedDataset:
