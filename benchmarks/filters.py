@@ -39,11 +39,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pyarrow as pa
 import yaml
 
 from filter_agreement import FINEWEB_DUPLICATE_LINE_CHARS, Document, dt, load_documents
+from fineweb_datatrove import NumpyScores
 from pipeline.chain import StageChain
 from pipeline.documents import table_from_rows
 from pipeline.filters import gopher, words
@@ -51,17 +51,6 @@ from pipeline.stages import build_stage
 from pipeline.filters.language import bundled_model_path
 
 PRESET = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "stages" / "fineweb.yaml"
-
-
-class NumpyScores:
-    """fasttext-predict's model, answering with numpy scores as datatrove's LID expects."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict(self, text: str, k: int = 1):
-        labels, scores = self.model.predict(text, k=k)
-        return labels, np.asarray(scores)
 
 
 def datatrove_language_filter():

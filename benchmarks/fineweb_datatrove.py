@@ -60,6 +60,8 @@ class BundledFT176(FT176LID):
 
 
 class NumpyScores:
+    """fasttext-predict's model, answering with numpy scores as datatrove's LID expects."""
+
     def __init__(self, model):
         self.model = model
 
