@@ -15,9 +15,9 @@ class TruncatedGzip(Exception):
 class StrictGzip(io.RawIOBase):
     """Gunzips one or more concatenated gzip members; truncation raises ``TruncatedGzip``.
 
-    Two reasons not to use ``gzip.GzipFile``: it drops the bytes it decoded in the call that hits a
-    truncation, and warcio reads its ``EOFError`` as a clean end of the archive, which would lose a
-    truncated file's tail without a trace. Here everything decodable is returned first, then the
+    Why not ``gzip.GzipFile`` or FastWARC's own gzip reader: the first drops the bytes it decoded in
+    the call that hits a truncation, the second ends a truncated file as if it were complete; both
+    would lose a truncated file's tail without a trace. Here everything decodable is returned first, then the
     truncation is raised as its own exception.
     """
 
@@ -27,9 +27,13 @@ class StrictGzip(io.RawIOBase):
         self.decompressor = zlib.decompressobj(wbits=31)
         self.member_started = False
         self.pending = b""
+        self.position = 0  # decompressed bytes returned so far
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        return self.position
 
     def readinto(self, buffer) -> int:
         while not self.pending:
@@ -49,6 +53,7 @@ class StrictGzip(io.RawIOBase):
         n = min(len(buffer), len(self.pending))
         buffer[:n] = self.pending[:n]
         self.pending = self.pending[n:]
+        self.position += n
         return n
 
 

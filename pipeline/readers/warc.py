@@ -1,141 +1,224 @@
-"""WARC (response records) and WET (conversion records) -> rows; a broken header is counted and skipped."""
+"""WARC (response records) and WET (conversion records) -> rows, parsed by FastWARC.
+
+FastWARC parses strictly: a broken WARC header, or bytes that are no record, raise instead of being
+skipped quietly. Each is counted as a ``malformed_header`` row, and reading resumes at the next
+``WARC/1.x`` line after it, so one bad record never costs the rest of the file.
+"""
 
 from __future__ import annotations
 
+import copy
 import io
 import re
-import zlib
 from typing import Any, Iterator
 
-from warcio.archiveiterator import ArchiveIterator
-from warcio.exceptions import ArchiveLoadFailed
+from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
 from pipeline.readers.charset import charset_candidates, decode
 from pipeline.readers.config import ReadConfig
 from pipeline.readers.rows import doc_id, skipped
 from pipeline.readers.streams import GZIP_ERRORS, gzip_reason, open_decompressed
 
+WARC_HEADER_START = re.compile(rb"(?:^|\n)WARC/(?:1\.[01]|0\.1[78])\r?\n")
+END_OF_WARC_HEADERS = b"\r\n\r\n"  # strict parsing only accepts CRLF line ends in WARC headers
+MAX_HTTP_HEADER_BYTES = 32 << 10  # FastWARC's own limit
 
-class _ResumableStream(io.RawIOBase):
-    """A byte stream that first replays ``prefix``, then continues with ``rest``.
 
-    Used to restart WARC parsing at the next record header after a malformed record.
-    """
+class MalformedRecord(Exception):
+    """A record FastWARC parsed, but not as a WARC record."""
 
-    def __init__(self, prefix: bytes, rest: io.BufferedIOBase):
+
+class _ReplayedStream(io.RawIOBase):
+    """A byte stream that first replays ``prefix``, then continues with ``rest``."""
+
+    def __init__(self, prefix: bytes, rest: io.RawIOBase):
         self.prefix = prefix
         self.rest = rest
+        self.position = 0
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        return self.position
 
     def readinto(self, buffer) -> int:
         if self.prefix:
             n = min(len(buffer), len(self.prefix))
             buffer[:n] = self.prefix[:n]
             self.prefix = self.prefix[n:]
-            return n
-        data = self.rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        else:
+            data = self.rest.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        self.position += n
+        return n
 
 
-WARC_HEADER_START = re.compile(rb"(?:^|\n)WARC/1\.[01]\r?\n|(?:^|\n)WARC/0\.1[78]\r?\n")
+def _resume_after(path: str, offset: int, last_record: tuple[int, int] | None, chunk_size: int = 1 << 16):
+    """Reopen ``path`` at the first record header after the unparsable bytes that follow ``last_record``.
 
-
-def _resync(stream, chunk_size: int = 1 << 16) -> io.BufferedIOBase | None:
-    """Skip forward to the next ``WARC/1.x`` line; None when the stream ends first."""
+    ``last_record`` is the (offset, content length) of the last record parsed, None when none was.
+    Returns (offset of that header, a stream starting there), or None when no header follows.
+    Reopening rereads the file up to there; broken headers are rare enough for that to be cheap.
+    """
+    stream = open_decompressed(path)
+    consumed = 0
     window = b""
-    while True:
+
+    def more() -> bool:
+        nonlocal window, consumed
         chunk = stream.read(chunk_size)
-        if not chunk:
-            return None
-        window = window[-16:] + chunk
-        match = WARC_HEADER_START.search(window, 1)
+        window += chunk
+        return bool(chunk)
+
+    skip_to = offset if last_record is None else last_record[0]
+    while consumed + len(window) < skip_to and more():
+        pass
+    window = window[skip_to - consumed :]
+    consumed = skip_to
+    if last_record is not None:
+        # The last good record ends after its headers' blank line and its content.
+        while (end := window.find(END_OF_WARC_HEADERS)) < 0 and more():
+            pass
+        record_end = end + len(END_OF_WARC_HEADERS) + last_record[1]
+        while len(window) < record_end + 1 and more():
+            pass
+        window = window[record_end:]
+        consumed += record_end
+    # The unparsable bytes start at the first non-blank byte; the next header line starts after it.
+    while not window.strip() and more():
+        pass
+    junk = len(window) - len(window.lstrip())
+    while True:
+        match = WARC_HEADER_START.search(window, junk + 1)
         if match:
-            start = match.start() + (1 if window[match.start() : match.start() + 1] == b"\n" else 0)
-            return io.BufferedReader(_ResumableStream(window[start:], stream))
+            start = match.start() + (window[match.start() : match.start() + 1] == b"\n")
+            return consumed + start, _ReplayedStream(window[start:], stream)
+        # Keep an overlap: a header line may straddle two chunks. A match at the kept part's first
+        # byte would have been found in this window already, hence searching from 1 next time.
+        keep = max(len(window) - 16, junk + 1)
+        consumed += keep
+        window, junk = window[keep:], 0
+        if not more():
+            return None
 
 
 def read_warc(path: str, name: str, config: ReadConfig, fmt: str) -> Iterator[dict[str, Any]]:
-    wanted = "response" if fmt == "warc" else "conversion"
+    wanted = WarcRecordType.response if fmt == "warc" else WarcRecordType.conversion
     try:
-        stream: io.BufferedIOBase | None = open_decompressed(path)
+        stream: io.RawIOBase | None = open_decompressed(path)
     except (OSError, *GZIP_ERRORS) as error:
         yield skipped(path, name, "open", f"unreadable_file:{type(error).__name__}")
         return
+    offset = 0  # where ``stream`` starts in the decompressed file
     position = 0  # records seen so far: names the error rows stably
     seen_ids: set[str] = set()
     dump = None  # from the file's warcinfo record, which comes first
     while stream is not None:
-        records = ArchiveIterator(stream, arc2warc=True, check_digests=False)
+        last_record = None
         try:
-            for record in records:
+            # The stream is decompressed already, by a reader that reports truncation.
+            for record in ArchiveIterator(stream, parse_http=False, stream_detect=False):
+                if any("\n" in value for value in record.headers.values()):
+                    # LF-only header lines, which strict parsing reads as one long header.
+                    raise MalformedRecord
                 position += 1
-                if dump is None and record.rec_type == "warcinfo":
+                last_record = (offset + record.stream_pos, record.content_length)
+                if dump is None and record.record_type == WarcRecordType.warcinfo:
                     dump = _warcinfo_dump(record)
                 yield {**_warc_record(path, name, record, wanted, config, position, seen_ids), "dump": dump}
             return
         except GZIP_ERRORS as error:
             yield skipped(path, name, f"error:{position}", gzip_reason(error))
             return
-        except (ArchiveLoadFailed, ValueError):
+        except (OSError, MalformedRecord):
             # A broken header: count it, then look for the next record instead of losing the file.
             yield skipped(path, name, f"error:{position}", "malformed_header")
             position += 1
             try:
-                # Continue from what the parser had buffered, not from the raw stream it read ahead of.
-                stream = _resync(records.reader)
+                resumed = _resume_after(path, offset, last_record)
             except GZIP_ERRORS as gzip_error:
                 yield skipped(path, name, f"error:{position}", gzip_reason(gzip_error))
                 return
+            except OSError as error:
+                yield skipped(path, name, f"error:{position}", f"unreadable_file:{type(error).__name__}")
+                return
+            offset, stream = resumed if resumed else (0, None)
 
 
-def _warcinfo_dump(record) -> str | None:
+def _warcinfo_dump(record: WarcRecord) -> str | None:
     """The dump a warcinfo record names (Common Crawl writes ``isPartOf: CC-MAIN-2016-50``)."""
-    fields = record.content_stream().read(1 << 16).decode("utf-8", "replace")
+    fields = record.reader.read(1 << 16).decode("utf-8", "replace")
     match = re.search(r"^isPartOf:\s*(\S+)", fields, re.MULTILINE)
     return match.group(1) if match else None
 
 
+def _http_response(record: WarcRecord, limit: int) -> tuple[str, bytes]:
+    """The HTTP content type, and the body with its transfer and content encodings undone (at most
+    ``limit`` bytes).
+
+    A body whose encoding cannot be undone is read as stored, as warcio does: ClueWeb09, for one,
+    stores decoded bodies under their original ``Content-Encoding: gzip`` header. Whether the
+    stored bytes are text is then the charset decoder's call.
+    """
+    # Frozen into memory (its size was checked), so that each try parses a copy of its own: a failed
+    # decoding leaves the record it ran on unusable, and the archive iterator still needs the original.
+    record.freeze()
+    for auto_decode in ("all", "none"):
+        response = copy.copy(record)
+        try:
+            # LF-only HTTP header lines are common in old crawls (ClueWeb09): parse them leniently.
+            response.parse_http(auto_decode=auto_decode, max_header_len=MAX_HTTP_HEADER_BYTES, quirks_mode=True,
+                                strict_mode=False)
+            body = response.reader.read(limit)
+            break
+        except OSError:
+            if auto_decode == "none":
+                raise
+    return response.http_headers.get("Content-Type") or "", body
+
+
 def _warc_record(
-    path: str, name: str, record, wanted: str, config: ReadConfig, position: int, seen_ids: set[str]
+    path: str, name: str, record: WarcRecord, wanted: WarcRecordType, config: ReadConfig, position: int,
+    seen_ids: set[str],
 ) -> dict[str, Any]:
-    record_id = record.rec_headers.get_header("WARC-Record-ID") or f"record:{position}"
-    url = record.rec_headers.get_header("WARC-Target-URI")
+    headers = record.headers
+    record_id = headers.get("WARC-Record-ID") or f"record:{position}"
+    # WARC 1.1 drafts wrote the URI in angle brackets, as some crawlers (wget) still do.
+    url = (headers.get("WARC-Target-URI") or "").strip("<>") or None
     if record_id in seen_ids:
         # A corrupt file can repeat a record; its id would collide with the first one's.
         return skipped(path, name, f"{record_id}@{position}", "duplicate_record_id", url)
     seen_ids.add(record_id)
-    if record.rec_type != wanted:
+    if record.record_type != wanted:
         # Requests, metadata and warcinfo records are not documents; they are counted, not kept.
-        return skipped(path, name, record_id, f"record_type:{record.rec_type}", url)
+        return skipped(path, name, record_id, f"record_type:{headers.get('WARC-Type')}", url)
+    if record.content_length > config.max_document_bytes + MAX_HTTP_HEADER_BYTES:
+        # Not read into memory: its body, as stored, is over the limit already.
+        return skipped(path, name, record_id, "too_large", url)
+    limit = config.max_document_bytes + 1
+    content_type = ""
     try:
-        payload = record.content_stream().read(config.max_document_bytes + 1)
-    except (zlib.error, ValueError) as error:
-        if isinstance(error, GZIP_ERRORS):
-            raise  # the file itself is broken: the caller counts it once and stops
-        # A body whose HTTP transfer/content encoding cannot be undone.
-        return skipped(path, name, record_id, "undecodable", url)
+        if record.is_http:
+            content_type, payload = _http_response(record, limit)
+        else:
+            payload = record.reader.read(limit)
+    except OSError:
+        return skipped(path, name, record_id, "malformed_http_header", url)
     if len(payload) > config.max_document_bytes:
         return skipped(path, name, record_id, "too_large", url)
-    if wanted == "conversion" and len(payload) < record.length:
+    if wanted == WarcRecordType.conversion and len(payload) < record.content_length:
         # The file ended inside this record: what we have is a fragment.
         return skipped(path, name, record_id, "truncated_record", url)
     if not payload.strip():
         return skipped(path, name, record_id, "empty_payload", url)
-    doc = {
-        "id": doc_id(name, record_id),
-        "url": url,
-        "source": path,
-        "fetch_time": record.rec_headers.get_header("WARC-Date"),
-    }
-    if wanted == "conversion":
+    doc = {"id": doc_id(name, record_id), "url": url, "source": path, "fetch_time": headers.get("WARC-Date")}
+    if wanted == WarcRecordType.conversion:
         text = decode(payload, ["utf-8"])
         if text is None:
             return skipped(path, name, record_id, "undecodable", url)
         return {**doc, "content_type": "text/plain", "text": text}
-    content_type = (record.http_headers.get_header("Content-Type") if record.http_headers else None) or ""
     mime = content_type.split(";")[0].strip().lower()
     if mime not in config.html_content_types:
         return skipped(path, name, record_id, "non_html_content_type", url)

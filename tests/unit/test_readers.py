@@ -120,6 +120,73 @@ def test_malformed_header_is_counted_and_reading_resumes(tmp_path):
     assert {r["url"] for r in rows if r.get("drop_reason") is None} == {"https://a.example/1", "https://a.example/2"}
 
 
+def test_bytes_that_are_no_record_are_counted_wherever_they_are(tmp_path):
+    """Before the first record, between records, after the last one, and in a gzip member of their own."""
+    page = lambda i: warc_bytes([(f"https://a.example/{i}", HTML, "text/html")], per_record_gzip=False)  # noqa: E731
+    garbage = b"NOT-A-WARC-HEADER\r\nfoo: bar\r\n\r\nsome bytes\r\n\r\n"
+    broken = b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:x>\r\nContent-Length: 1e9\r\n\r\nxyz"
+    # A page whose body holds a line that looks like a record header: resuming must not land in it.
+    quoting = warc_bytes([("https://a.example/q", b"<p>\nWARC/1.0\r\nWARC-Type: response\r\n\r\n</p>", "text/html")],
+                         per_record_gzip=False)
+    files = {
+        "lead.warc": (garbage + page(1) + page(2), 1),
+        "trail.warc": (page(1) + page(2) + garbage, 1),
+        "between.warc": (quoting + garbage + page(1) + garbage + garbage + page(2), 2),
+        "member.warc.gz": (gzip.compress(page(1)) + gzip.compress(garbage) + gzip.compress(page(2)), 1),
+        "broken-first.warc": (broken + b"\r\n\r\n" + page(1) + page(2), 1),
+    }
+    for file_name, (data, malformed) in files.items():
+        path = tmp_path / file_name
+        path.write_bytes(data)
+        rows = read(path)
+        counts = reasons(rows)
+        assert counts["read:malformed_header"] >= malformed, (file_name, counts)
+        kept = {r["url"] for r in rows if r.get("drop_reason") is None}
+        assert {"https://a.example/1", "https://a.example/2"} <= kept, (file_name, counts)
+        assert len({r["id"] for r in rows}) == len(rows)
+    assert "https://a.example/q" in {r["url"] for r in read(tmp_path / "between.warc")}
+
+
+def test_http_encodings_are_undone_and_a_body_that_is_not_encoded_as_declared_is_read_as_stored(tmp_path):
+    html = b"<html><body>A page with enough words to be a document.</body></html>"
+
+    def response(body: bytes, *headers: tuple[str, str]) -> bytes:
+        out = io.BytesIO()
+        writer = WARCWriter(out, gzip=True)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), *headers], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("https://e.example/", "response", payload=io.BytesIO(body),
+                                                      http_headers=http))
+        return out.getvalue()
+
+    cases = {
+        "gzip": response(gzip.compress(html), ("Content-Encoding", "gzip")),
+        "chunked": response(b"10\r\n" + html[:16] + b"\r\n" + f"{len(html) - 16:x}".encode() + b"\r\n" + html[16:]
+                            + b"\r\n0\r\n\r\n", ("Transfer-Encoding", "chunked")),
+        "stored decoded": response(html, ("Content-Encoding", "gzip")),  # as ClueWeb09 stores its pages
+        "not chunked": response(html, ("Transfer-Encoding", "chunked")),
+    }
+    for case, data in cases.items():
+        path = tmp_path / "e.warc.gz"
+        path.write_bytes(data)
+        (row,) = read(path)
+        assert row.get("html") == html.decode(), (case, row)
+    path.write_bytes(response(b"\x1b\x2a\x00\xff", ("Content-Encoding", "br")))  # neither brotli nor text
+    assert [row["drop_reason"] for row in read(path)] == ["read:undecodable"]
+
+
+def test_real_crawls_quirks(corpus):
+    """ClueWeb09 (WARC/0.18, LF-only HTTP headers, EUC-JP, bodies stored decoded under ``Content-Encoding:
+    gzip``), wget (target URIs in angle brackets), and Common Crawl WET fragments whose WARC header lines
+    end in a bare LF, against the WARC spec."""
+    clueweb = read(corpus / "web" / "warc" / "clueweb09-ja-eucjp.warc.gz")
+    assert reasons(clueweb) == Counter({"kept": 29, "read:record_type:warcinfo": 1})
+    assert all("\ufffd" not in row["html"] and "<html" in row["html"].lower() for row in clueweb[1:])
+    wget = read(corpus / "web" / "warc" / "crawl-sample-0000.warc.gz")
+    assert all(row["url"].startswith("https://") for row in wget if "html" in row)
+    lf_only = read(corpus / "web" / "wet-malformed" / "file_headers_only.wet.gz")
+    assert reasons(lf_only) == Counter({"read:malformed_header": 1})
+
+
 def test_jsonl_keeps_given_ids_and_counts_bad_lines(tmp_path):
     lines = [
         json.dumps({"id": "doc-1", "text": "first", "url": "https://x.example/1"}),
