@@ -39,7 +39,14 @@ def strip_punctuation(text: str) -> str:
     return np.where(hits, _SPACE, codepoints).astype(np.uint32).tobytes().decode("utf-32-le")
 
 
+# Unicode assigns punctuation and symbols only below this: planes 2 and 3 hold ideographs, plane 14
+# tags and variation selectors, planes 15 and 16 private use (a test checks it for this Python).
+_PUNCTUATION_BELOW = 0x20000
+
+
 @cache
 def _is_punctuation() -> np.ndarray:
-    """A flag per code point; built once per process (about a tenth of a second)."""
-    return np.array([unicodedata.category(chr(c))[0] in "PS" for c in range(sys.maxunicode + 1)], dtype=bool)
+    """A flag per code point; built once per process (a few hundredths of a second)."""
+    flags = np.zeros(sys.maxunicode + 1, dtype=bool)
+    flags[:_PUNCTUATION_BELOW] = [unicodedata.category(chr(c))[0] in "PS" for c in range(_PUNCTUATION_BELOW)]
+    return flags

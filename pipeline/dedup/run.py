@@ -30,7 +30,7 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decisions import DECISION_SCHEMA, apply_decisions, decide, exact_flags, flagged_labels
 from pipeline.dedup.index import INDEX_SCHEMA, read_index
 from pipeline.dedup.keys import KEY_COLUMNS, DocumentKeyer, key_rows, new_bucket_rows, to_bucket_rows
-from pipeline.dedup.lsh import EDGE_SCHEMA, bucket_edges, describe_s_curve
+from pipeline.dedup.lsh import BUCKET_SCHEMA, EDGE_SCHEMA, bucket_edges, describe_s_curve
 from pipeline.dedup.nodes import INDEXED
 from pipeline.dedup.shuffle import RayShuffle, broadcast_join, shuffle_join
 
@@ -40,6 +40,9 @@ REMOVED_SCHEMA = pa.schema([("id", pa.string())])
 # Up to this many new bucket rows (8 bytes of key each), the indexed rows are filtered by key before
 # the shuffle.
 PREFILTER_MAX_KEYS = 5_000_000
+# Up to this many bucket rows (new ones and the indexed ones sharing their keys, about 40 MB), the
+# driver pairs them itself instead of shuffling them.
+ONE_PROCESS_BUCKET_ROWS = 1_000_000
 
 
 @dataclass
@@ -90,7 +93,12 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
         # go into the shuffle, so a small increment costs a read of the index, not a shuffle of it.
         keys = _bucket_keys(new_buckets)
         old_buckets = previous.map_batches(_indexed_bucket_rows, fn_kwargs={"keys": keys}, batch_format="pyarrow")
-        edges = shuffle.by_key(new_buckets.union(old_buckets), "key_hi", bucket_edges)
+        bucket_rows = new_buckets.union(old_buckets).materialize()
+        if keys is not None and bucket_rows.count() <= ONE_PROCESS_BUCKET_ROWS:
+            # A small increment: its buckets are paired in this process, sparing a shuffle's fixed cost.
+            edges = ray.data.from_arrow(bucket_edges(_gather(bucket_rows, BUCKET_SCHEMA)))
+        else:
+            edges = shuffle.by_key(bucket_rows, "key_hi", bucket_edges)
     n_edges = edges.count()
     seconds["buckets"] = time.perf_counter() - started - sum(seconds.values())
 

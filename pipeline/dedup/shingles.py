@@ -86,17 +86,19 @@ class ShingleHasher:
         return _polynomial_windows(unit_values, lengths, self.config.ngram)
 
     def _word_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # Arrow's whitespace is exactly str.isspace, so this is text.split() for every text.
-        trimmed = pc.utf8_trim_whitespace(pa.array(texts, pa.large_string()))
-        words = pc.utf8_split_whitespace(trimmed)
-        # An empty text splits into one empty word; no other text yields one once trimmed.
-        lengths = np.where(pc.equal(trimmed, "").to_numpy(zero_copy_only=False), 0, pc.list_value_length(words))
+        # Arrow's whitespace is exactly str.isspace, so this is text.split() for every text once the
+        # empty strings (around leading, trailing and repeated whitespace) are left out.
+        words = pc.utf8_split_whitespace(pa.array(texts, pa.large_string()))
         flat = pc.list_flatten(words)
-        encoded = pc.filter(flat, pc.not_equal(flat, "")).dictionary_encode()
+        nonempty = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+        offsets = words.offsets.to_numpy()
+        lengths = np.add.reduceat(np.append(nonempty, False).astype(np.int64), offsets[:-1]) * (np.diff(offsets) > 0)
+        encoded = flat.filter(nonempty).dictionary_encode()
         seed = self.config.hash_seed
-        distinct = [xxhash.xxh3_64_intdigest(word.encode(), seed) for word in encoded.dictionary.to_pylist()]
+        # The words' UTF-8 bytes straight from Arrow (a cast, no copy): no str object, no encode.
+        distinct = [xxhash.xxh3_64_intdigest(word, seed) for word in encoded.dictionary.cast(pa.large_binary()).to_pylist()]
         values = np.array(distinct, dtype=np.uint64)[encoded.indices.to_numpy()]
-        return values, lengths.astype(np.int64)
+        return values, lengths
 
     def _char_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         codepoints = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)

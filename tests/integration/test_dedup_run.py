@@ -11,6 +11,7 @@ import ray
 
 from pipeline.config import ConfigError
 from pipeline.dedup import DedupConfig, MinHashConfig, deduplicate, write_index
+from pipeline.dedup import run as dedup_run
 from pipeline.documents import table_from_rows
 from tests.integration.dedup_documents import (
     Planted,
@@ -82,7 +83,11 @@ def test_group_by_dump_keeps_one_copy_per_dump(ray_local, corpus):
         deduplicate(ray.data.from_arrow(table), DedupConfig(group_by="crawl"))
 
 
-def test_incremental_rebuild_removes_only_the_new_copies(ray_local, corpus, tmp_path):
+@pytest.mark.parametrize("pairing", ["in the driver", "shuffled"])
+def test_incremental_rebuild_removes_only_the_new_copies(ray_local, corpus, tmp_path, monkeypatch, pairing):
+    """A small increment's buckets are paired in the driver; a large one's go through a shuffle."""
+    if pairing == "shuffled":
+        monkeypatch.setattr(dedup_run, "ONE_PROCESS_BUCKET_ROWS", 0)
     rng = random.Random(7)
     pool = sentences(corpus)
     config = DedupConfig()

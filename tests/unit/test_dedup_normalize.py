@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
+import numpy as np
+
 from pipeline.dedup.config import NormalizeConfig
-from pipeline.dedup.normalize import normalize, strip_punctuation
+from pipeline.dedup.normalize import _is_punctuation, normalize, strip_punctuation
 
 
 def test_default_normalization_ignores_composition_case_and_spacing():
@@ -28,3 +33,9 @@ def test_each_step_can_be_turned_off():
 def test_strip_punctuation_keeps_text_without_any():
     assert strip_punctuation("plain words only") == "plain words only"
     assert strip_punctuation("") == ""
+
+
+def test_punctuation_table_covers_every_code_point_this_python_knows():
+    """Built from the planes that hold punctuation and symbols only; the rest must hold none."""
+    every = np.array([unicodedata.category(chr(c))[0] in "PS" for c in range(sys.maxunicode + 1)])
+    assert np.array_equal(_is_punctuation(), every)
