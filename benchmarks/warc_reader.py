@@ -79,7 +79,8 @@ def main() -> None:
         real = sorted(corpus_path("web", "warc").glob("*.warc.gz"))
         print(f"python {platform.python_version()}, warcio {version('warcio')}, fastwarc {version('fastwarc')}; "
               f"CPU seconds of one process, median of {args.repeats}")
-        print("\n| input | MB | warcio s | FastWARC s | FastWARC speed-up | our reader s | FastWARC share of our reader |")
+        print("\n| input | MB | warcio s | FastWARC s | FastWARC speed-up | our reader s "
+              "| FastWARC share of our reader |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for label, paths in ((f"{args.records:,} generated records", generated), ("shared corpus WARC samples", real)):
             sides = {"warcio": with_warcio, "fastwarc": with_fastwarc, "ours": with_our_reader}

@@ -96,7 +96,8 @@ class ShingleHasher:
         encoded = flat.filter(nonempty).dictionary_encode()
         seed = self.config.hash_seed
         # The words' UTF-8 bytes straight from Arrow (a cast, no copy): no str object, no encode.
-        distinct = [xxhash.xxh3_64_intdigest(word, seed) for word in encoded.dictionary.cast(pa.large_binary()).to_pylist()]
+        utf8_words = encoded.dictionary.cast(pa.large_binary()).to_pylist()
+        distinct = [xxhash.xxh3_64_intdigest(word, seed) for word in utf8_words]
         values = np.array(distinct, dtype=np.uint64)[encoded.indices.to_numpy()]
         return values, lengths
 

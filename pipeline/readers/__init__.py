@@ -11,8 +11,9 @@ stage whose ``drop_reason`` says why it was skipped (``read:truncated_gzip``,
 ``read:non_html_content_type``, ``read:too_large``, ...). Bad input never stops the job.
 
 Modules: ``config`` (the ``read:`` settings), ``inputs`` (listing files), ``streams`` (gunzip that
-reports truncation), ``warc`` (WARC and WET, parsed by FastWARC), ``records`` (JSONL, Parquet, text, HTML), ``charset``
-(bytes -> text), ``rows`` (ids, dumps and counted skips); this module dispatches to them.
+reports truncation), ``warc`` (WARC and WET, parsed by FastWARC), ``records`` (JSONL, Parquet,
+text, HTML), ``charset`` (bytes -> text), ``rows`` (ids, dumps and counted skips); this module
+dispatches to them.
 """
 
 from __future__ import annotations

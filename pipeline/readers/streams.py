@@ -17,8 +17,9 @@ class StrictGzip(io.RawIOBase):
 
     Why not ``gzip.GzipFile`` or FastWARC's own gzip reader: the first drops the bytes it decoded in
     the call that hits a truncation, the second ends a truncated file as if it were complete; both
-    would lose a truncated file's tail without a trace. Here everything decodable is returned first, then the
-    truncation is raised as its own exception.
+    would lose a truncated file's tail without a trace. Here everything decodable is returned
+    first, then the truncation is raised as its own exception. ``tell`` is there for FastWARC,
+    which asks a stream for its position before it reads.
     """
 
     def __init__(self, compressed: io.BufferedIOBase, chunk_size: int = 1 << 16):

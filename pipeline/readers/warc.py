@@ -67,7 +67,7 @@ def _resume_after(path: str, offset: int, last_record: tuple[int, int] | None, c
     window = b""
 
     def more() -> bool:
-        nonlocal window, consumed
+        nonlocal window
         chunk = stream.read(chunk_size)
         window += chunk
         return bool(chunk)
