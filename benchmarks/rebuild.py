@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -125,6 +126,7 @@ def main() -> None:
         os.link(path, growing / path.name)
     seconds, written = timed_rebuild(config)
 
+    shutil.rmtree(work)
     print(f"incremental / full: time {seconds / full_seconds:.1%} ({seconds:.1f} s / {full_seconds:.1f} s), "
           f"bytes written {written / full_bytes:.1%} ({written / 1e6:.2f} MB / {full_bytes / 1e6:.1f} MB); "
           "target <= 5% for both")

@@ -1,8 +1,14 @@
-"""The actor pool a Ray Data stage with a callable class runs on."""
+"""Where a Ray Data stage with a callable class runs: an actor pool, or tasks on warm workers."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import ray
+
+# Per worker process: the instance of the plan that ran here last, by that plan's token.
+_instances: dict[str, Any] = {}
 
 
 def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:
@@ -12,3 +18,34 @@ def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:
     if ray.available_resources().get("CPU", 0) >= workers:
         return ray.data.ActorPoolStrategy(size=workers)
     return ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
+
+
+def map_with_class(
+    ds: ray.data.Dataset,
+    cls: type,
+    *,
+    workers: int,
+    one_block: bool,
+    constructor_kwargs: dict[str, Any],
+    **map_kwargs: Any,
+) -> ray.data.Dataset:
+    """``ds.map_batches`` with instances of ``cls``, built with ``constructor_kwargs``.
+
+    Many blocks go to an actor pool of ``workers``: each actor builds its instance once and Ray
+    Data keeps it fed, where one task per block would leave a gap between tasks. ``one_block``
+    input runs as tasks instead: one actor would take it all the same, and starting one (a new
+    process, its imports) costs a second or two, most of a small increment's step. A task runs in
+    a worker process that is already up, and builds the instance once for all its batches.
+    """
+    if not one_block:
+        return ds.map_batches(cls, fn_constructor_kwargs=constructor_kwargs, compute=actor_pool(workers), **map_kwargs)
+    plan = {"token": uuid.uuid4().hex, "cls": cls, "constructor_kwargs": constructor_kwargs}
+    return ds.map_batches(_call_instance, fn_kwargs=plan, **map_kwargs)
+
+
+def _call_instance(batch: Any, token: str, cls: type, constructor_kwargs: dict[str, Any]) -> Any:
+    instance = _instances.get(token)
+    if instance is None:
+        _instances.clear()  # an earlier plan's instance would only hold memory
+        instance = _instances[token] = cls(**constructor_kwargs)
+    return instance(batch)

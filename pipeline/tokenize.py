@@ -37,7 +37,7 @@ from ray.data.expressions import col
 import xxhash
 from pydantic import Field
 
-from pipeline.actor_pool import actor_pool
+from pipeline.actor_pool import map_with_class
 from pipeline.config import config_dataclass, to_dict
 from pipeline.progress import report
 from pipeline.storage import filesystem, sha256_of, write_bytes
@@ -224,12 +224,10 @@ def encode_documents(text_files: list[str], config: TokenizeConfig) -> ray.data.
     files = ray.data.from_items([{"path": path} for path in text_files], override_num_blocks=len(text_files))
     # Output blocks of a few MB: the next steps get them as they come.
     files.context.target_max_block_size = ENCODE_BLOCK_BYTES
-    return files.map_batches(
-        DocumentEncoder,
-        fn_constructor_kwargs={"tokenizer": config.tokenizer, "val_fraction": config.val_fraction, "batch_rows": config.batch_size},
-        batch_size=1,
-        batch_format="pyarrow",
-        compute=actor_pool(min(config.encode_workers, len(text_files))),
+    return map_with_class(
+        files, DocumentEncoder, workers=min(config.encode_workers, len(text_files)), one_block=len(text_files) == 1,
+        constructor_kwargs={"tokenizer": config.tokenizer, "val_fraction": config.val_fraction, "batch_rows": config.batch_size},
+        batch_size=1, batch_format="pyarrow",
     )
 
 

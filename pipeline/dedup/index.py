@@ -58,6 +58,29 @@ def key_settings(config: DedupConfig) -> dict[str, Any]:
 def read_index(path: str, config: DedupConfig) -> ray.data.Dataset:
     """The index rows at ``path``; refuses an index whose keys were made with other settings."""
     path = path.rstrip("/")
+    _summary(path, config)
+    return ray.data.read_parquet(f"{path}/{_BUCKETS}", schema=INDEX_SCHEMA)
+
+
+def index_rows(paths: list[str], config: DedupConfig) -> int:
+    """How many rows these index parts hold, as their ``index.json`` say (settings checked)."""
+    return sum(_summary(path.rstrip("/"), config)["rows"] for path in paths)
+
+
+def rows_with_keys(paths: list[str], config: DedupConfig, keys: pa.Array) -> pa.Table:
+    """The rows of these index parts whose ``key_hi`` is one of ``keys``, read in this process. A
+    filtered scan: only the matching rows stay in memory, and no Ray task is started."""
+    tables = [INDEX_SCHEMA.empty_table()]
+    for path in paths:
+        path = path.rstrip("/")
+        _summary(path, config)
+        fs, folder = fsspec.core.url_to_fs(f"{path}/{_BUCKETS}")
+        tables.append(pq.read_table(folder, filesystem=fs, schema=INDEX_SCHEMA, filters=pc.field("key_hi").isin(keys)))
+    return pa.concat_tables(tables)
+
+
+def _summary(path: str, config: DedupConfig) -> dict[str, Any]:
+    """The index's ``index.json``, if its keys were made with the settings of ``config``."""
     try:
         with fsspec.open(f"{path}/{_SETTINGS_FILE}", "r") as f:
             written = json.load(f)
@@ -70,7 +93,7 @@ def read_index(path: str, config: DedupConfig) -> ray.data.Dataset:
             f"previous_index: {path} was built with other dedup settings ({', '.join(differing)}); "
             "its keys cannot match this build's"
         )
-    return ray.data.read_parquet(f"{path}/{_BUCKETS}", schema=INDEX_SCHEMA)
+    return written
 
 
 def write_index(

@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline.actor_pool import actor_pool
+from pipeline.actor_pool import map_with_class
 from pipeline.config import ConfigError
 from pipeline.dedup.components import star_rounds, union_find
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decisions import DECISION_SCHEMA, apply_decisions, decide, exact_flags, flagged_labels
-from pipeline.dedup.index import INDEX_SCHEMA, read_index
+from pipeline.dedup.index import INDEX_SCHEMA, index_rows, read_index, rows_with_keys
 from pipeline.dedup.keys import KEY_COLUMNS, DocumentKeyer, key_rows, new_bucket_rows, to_bucket_rows
 from pipeline.dedup.lsh import BUCKET_SCHEMA, EDGE_SCHEMA, bucket_edges, describe_s_curve
 from pipeline.dedup.nodes import INDEXED
@@ -43,6 +43,9 @@ PREFILTER_MAX_KEYS = 5_000_000
 # Up to this many bucket rows (new ones and the indexed ones sharing their keys, about 40 MB), the
 # driver pairs them itself instead of shuffling them.
 ONE_PROCESS_BUCKET_ROWS = 1_000_000
+# Up to this many indexed rows (about 0.6 GB of Parquet), the driver reads the ones sharing a key
+# with the new documents itself: a filtered scan costs less than starting read tasks.
+ONE_PROCESS_INDEX_ROWS = 20_000_000
 
 
 @dataclass
@@ -70,10 +73,10 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
     # left waiting for one would wait forever. (A no-op for a materialized dataset, as the build's.)
     ds = ds.materialize()
     # An actor per input block at most: a block goes to one actor, so more would start for nothing.
-    workers = max(1, min(config.key_workers, ds.num_blocks()))
-    keyed = ds.map_batches(
-        DocumentKeyer, fn_constructor_args=(config,), batch_size=config.batch_documents,
-        batch_format="pyarrow", compute=actor_pool(workers),
+    blocks = ds.num_blocks()
+    keyed = map_with_class(
+        ds, DocumentKeyer, workers=max(1, min(config.key_workers, blocks)), one_block=blocks == 1,
+        constructor_kwargs={"config": config}, batch_size=config.batch_documents, batch_format="pyarrow",
     ).materialize()
     documents = keyed.drop_columns(list(KEY_COLUMNS))
     document_schema = pa.schema([f for f in keyed.schema().base_schema if f.name not in KEY_COLUMNS])
@@ -84,15 +87,19 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
     # Partitions are sized on the keyed documents, text included: more (smaller) than the bucket
     # rows need, but known without another pass over the data.
     shuffle = RayShuffle(config.partition_mb)
-    previous = _union([read_index(part, config) for part in previous_index]) if previous_index else None
-    if previous is None:  # the bucket rows are made inside the shuffle's map tasks: no pass of their own
+    if not previous_index:  # the bucket rows are made inside the shuffle's map tasks: no pass of their own
         edges = shuffle.by_key(keyed, "key_hi", bucket_edges, prepare=new_bucket_rows)
     else:
         new_buckets = keyed.map_batches(new_bucket_rows, batch_format="pyarrow").materialize()
         # Only indexed rows that share a bucket with a new document can make an edge: those alone
         # go into the shuffle, so a small increment costs a read of the index, not a shuffle of it.
         keys = _bucket_keys(new_buckets)
-        old_buckets = previous.map_batches(_indexed_bucket_rows, fn_kwargs={"keys": keys}, batch_format="pyarrow")
+        if keys is not None and index_rows(previous_index, config) <= ONE_PROCESS_INDEX_ROWS:
+            old_buckets = ray.data.from_arrow(to_bucket_rows(rows_with_keys(previous_index, config, keys), INDEXED))
+        else:
+            old_buckets = _union([read_index(part, config) for part in previous_index]).map_batches(
+                _indexed_bucket_rows, fn_kwargs={"keys": keys}, batch_format="pyarrow"
+            )
         bucket_rows = new_buckets.union(old_buckets).materialize()
         if keys is not None and bucket_rows.count() <= ONE_PROCESS_BUCKET_ROWS:
             # A small increment: its buckets are paired in this process, sparing a shuffle's fixed cost.
@@ -163,7 +170,9 @@ def _indexed_bucket_rows(rows: pa.Table, keys: pa.Array | None) -> pa.Table:
 
 
 def _gather(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
-    return pa.concat_tables([schema.empty_table(), *ray.get(ds.to_arrow_refs())]).cast(schema)
+    # An empty block may carry no columns at all (``from_arrow`` of an empty table does): skipped.
+    blocks = [block for block in ray.get(ds.to_arrow_refs()) if block.num_rows]
+    return pa.concat_tables([schema.empty_table(), *blocks]).cast(schema)
 
 
 def _drop_removed(rows: pa.Table, removed: pa.Table) -> pa.Table:

@@ -85,8 +85,10 @@ def test_group_by_dump_keeps_one_copy_per_dump(ray_local, corpus):
 
 @pytest.mark.parametrize("pairing", ["in the driver", "shuffled"])
 def test_incremental_rebuild_removes_only_the_new_copies(ray_local, corpus, tmp_path, monkeypatch, pairing):
-    """A small increment's buckets are paired in the driver; a large one's go through a shuffle."""
+    """A small increment's indexed rows are read and its buckets paired in the driver; a large
+    index is read by Ray tasks, and a large increment's buckets go through a shuffle."""
     if pairing == "shuffled":
+        monkeypatch.setattr(dedup_run, "ONE_PROCESS_INDEX_ROWS", 0)
         monkeypatch.setattr(dedup_run, "ONE_PROCESS_BUCKET_ROWS", 0)
     rng = random.Random(7)
     pool = sentences(corpus)
