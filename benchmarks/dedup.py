@@ -5,11 +5,12 @@ through:
 
 - the baseline, ``datasketch`` MinHash signatures in as many processes as ours has Ray CPUs, then
   MinHashLSH + union-find in this process (``dedup_sides.run_datasketch``);
-- ours, ``deduplicate`` with the FineWeb preset on a local Ray with 2 CPUs, from the documents in
-  Ray's object store (blocks of 2,000, as the build hands over its materialized dataset) to every
-  output document materialized (``dedup_sides.run_ours``): once as configured by default
-  (union-find on the driver below a million edges) and once forced onto the distributed path
-  (star rounds and shuffle joins, ``union_find_edge_limit=0``).
+- ours, ``deduplicate`` with the FineWeb preset (MinHash alone, like datasketch) on a local Ray
+  with 2 CPUs, from the documents in Ray's object store (blocks of 2,000, as the build hands over
+  its materialized dataset) to every output document materialized (``dedup_sides.run_ours``): once
+  as configured by default (union-find on the driver below a million edges), once forced onto the
+  distributed path (star rounds and shuffle joins, ``union_find_edge_limit=0``), and once with our
+  default exact-duplicate pass added (``DedupConfig()``), which datasketch has no counterpart for.
 
 Reported: seconds and documents per second of each, the ratio, time per document relative to the
 smallest size, and the peak memory of the largest single Ray worker process during our runs
@@ -49,7 +50,7 @@ from benchmarks.dedup_sides import (  # noqa: E402
     run_ours,
     start_local_ray,
 )
-from pipeline.dedup import DedupConfig  # noqa: E402
+from pipeline.dedup import DedupConfig, ExactConfig  # noqa: E402
 
 
 class WorkerMemory:
@@ -129,7 +130,12 @@ def main() -> None:
     print(f"python {platform.python_version()}, ray {ray.__version__}, datasketch {datasketch.__version__}, "
           f"{os.cpu_count()} CPUs visible, Ray given {RAY_CPUS}, datasketch signing in {RAY_CPUS} processes; "
           f"repeats {args.repeats} (medians)")
-    default, distributed = DedupConfig(), DedupConfig(union_find_edge_limit=0)
+    # Like for like: MinHash alone, as datasketch does (and as FineWeb runs it). Our default adds
+    # an exact-duplicate pass (its own normalization and hash), measured beside it.
+    minhash_only = ExactConfig(enabled=False)
+    default = DedupConfig(exact=minhash_only)
+    distributed = DedupConfig(exact=minhash_only, union_find_edge_limit=0)
+    with_exact = DedupConfig()
     rows = []
     pool = datasketch_pool()
     for size in sizes:
@@ -142,17 +148,22 @@ def main() -> None:
         warm = as_dataset(warm_table)
         run_ours(warm, default)
         run_ours(warm, distributed)
+        run_ours(warm, with_exact)
         documents = as_dataset(corpus.table)
-        times = {"datasketch": [], "ours": [], "ours distributed": []}
-        memory = {"ours": 0.0, "ours distributed": 0.0}
+        times = {"datasketch": [], "ours": [], "ours distributed": [], "ours + exact": []}
+        memory = {"ours": 0.0, "ours distributed": 0.0, "ours + exact": 0.0}
         removed = {}
-        for _ in range(args.repeats):
+        sides = [("ours", default), ("ours distributed", distributed), ("ours + exact", with_exact)]
+        for repeat in range(args.repeats):
             baseline = run_datasketch(corpus.table, default.minhash, pool)
             times["datasketch"].append(baseline.seconds)
             removed["datasketch"] = len(baseline.survivor_of)
-            for name, config in (("ours", default), ("ours distributed", distributed)):
+            # Whichever of ours ran first in a repeat was the slowest in trials (by up to a third),
+            # so the order rotates: with 3 repeats each side runs first once.
+            for name, config in sides[repeat % len(sides):] + sides[: repeat % len(sides)]:
                 with WorkerMemory() as sampler:
                     outcome, result = run_ours(documents, config)
+                print(f"    repeat {repeat + 1}: {name} {outcome.seconds:.1f}s", flush=True)
                 times[name].append(outcome.seconds)
                 memory[name] = max(memory[name], sampler.largest_mb())
                 removed[name] = len(outcome.survivor_of)
@@ -164,7 +175,8 @@ def main() -> None:
         rows.append((size, median, memory, removed, rounds))
         print(f"{size:>8} docs: datasketch {median['datasketch']:.1f}s, ours {median['ours']:.1f}s "
               f"({median['datasketch'] / median['ours']:.2f}x), distributed {median['ours distributed']:.1f}s "
-              f"({median['datasketch'] / median['ours distributed']:.2f}x, {rounds} rounds); "
+              f"({median['datasketch'] / median['ours distributed']:.2f}x, {rounds} rounds), "
+              f"ours + exact {median['ours + exact']:.1f}s ({median['datasketch'] / median['ours + exact']:.2f}x); "
               f"largest worker {memory['ours']:.0f} / {memory['ours distributed']:.0f} MB; removed {removed}",
               flush=True)
 

@@ -28,6 +28,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from pipeline.dedup import DedupConfig, DedupResult, deduplicate
 from pipeline.dedup.config import MinHashConfig
+from pipeline.dedup.minhash import signing_normalization
 from pipeline.dedup.normalize import normalize
 from pipeline.dedup.shingles import shingle_strings, units
 
@@ -92,9 +93,10 @@ def run_datasketch(table: pa.Table, config: MinHashConfig, pool: multiprocessing
 def _sign(ids: list[str], texts: list[str], config: MinHashConfig) -> list[tuple[str, LeanMinHash]]:
     """One process's share of the signatures: (id, signature) of each document with shingles."""
     template = MinHash(num_perm=config.num_perm, seed=config.permutation_seed, hashfunc=xxhash.xxh32_intdigest)
+    normalization = signing_normalization(config)  # as ours: no work that cannot change the shingles
     signed = []
     for doc_id, text in zip(ids, texts):
-        text_units = units(normalize(text or "", config.normalize), config)
+        text_units = units(normalize(text or "", normalization), config)
         shingles = [s.encode() for s in shingle_strings(text_units, config)]
         if not shingles:
             continue  # as ours: a text with no shingle is not bucketed

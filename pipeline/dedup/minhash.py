@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.dedup.config import MinHashConfig
+from pipeline.dedup.config import MinHashConfig, NormalizeConfig
 from pipeline.dedup.normalize import normalize
 from pipeline.dedup.shingles import ShingleHasher
 
@@ -37,15 +37,18 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
+def signing_normalization(config: MinHashConfig) -> NormalizeConfig:
+    """``config.normalize`` less what cannot change the shingles: word units come from splitting on
+    whitespace runs, so collapsing them first would be work for nothing."""
+    return replace(config.normalize, collapse_whitespace=False) if config.shingle == "word" else config.normalize
+
+
 class Signer:
     """Normalizes, shingles and signs batches of texts under one config (permutations drawn once)."""
 
     def __init__(self, config: MinHashConfig):
         self.config = config
-        # Word units come from splitting on whitespace runs, so collapsing them first changes nothing.
-        self.normalize_config = (
-            replace(config.normalize, collapse_whitespace=False) if config.shingle == "word" else config.normalize
-        )
+        self.normalize_config = signing_normalization(config)
         self.hasher = ShingleHasher(config)
         a, b = permutations(config.num_perm, config.permutation_seed)
         # Column vectors: the permutation work runs as (num_perm x shingles) arrays whose long
