@@ -43,8 +43,9 @@ PREFILTER_MAX_KEYS = 5_000_000
 # Up to this many bucket rows (new ones and the indexed ones sharing their keys, about 40 MB), the
 # driver pairs them itself instead of shuffling them.
 ONE_PROCESS_BUCKET_ROWS = 1_000_000
-# Up to this many indexed rows (about 0.6 GB of Parquet), the driver reads the ones sharing a key
-# with the new documents itself: a filtered scan costs less than starting read tasks.
+# Up to this many indexed rows (about 33 bytes each in Parquet, so some 660 MB), the driver reads the
+# ones sharing a key with the new documents itself: a filtered scan costs less than starting read
+# tasks, and only the matching rows stay in its memory.
 ONE_PROCESS_INDEX_ROWS = 20_000_000
 
 

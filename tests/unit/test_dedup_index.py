@@ -59,7 +59,6 @@ def test_an_empty_index_is_one_empty_file(tmp_path):
     assert pq.read_table(tmp_path / "part-00000.parquet").num_rows == 0
 
 
-
 def write_part(rows: pa.Table, folder, config: DedupConfig) -> str:
     """An index part as ``write_index`` leaves it: sorted files under ``buckets/``, settings beside."""
     folder.mkdir()
