@@ -6,9 +6,10 @@
     result.documents          # every row; removals marked "dedup:exact_dup" / "dedup:near_dup"
     write_index(result.index, "<root>/v2/<build>/dedup_index", config)   # the new documents' part
 
-Modules, in the order data flows: ``normalize``, ``exact``, ``shingles``, ``minhash``, ``lsh``,
-``keys`` (per-document keys), ``components`` (union-find and star rounds), ``decisions``,
-``index`` (incremental), ``shuffle`` (Ray Data plumbing), ``run`` (``deduplicate``).
+Modules, in the order data flows: ``normalize``, ``exact``, ``words`` (a batch's normalized words,
+on its UTF-8 bytes), ``shingles``, ``minhash``, ``lsh``, ``keys`` (per-document keys),
+``components`` (union-find and star rounds), ``decisions``, ``index`` (incremental), ``shuffle``
+(Ray Data plumbing), ``run`` (``deduplicate``).
 """
 
 from pipeline.dedup.config import DedupConfig, ExactConfig, MinHashConfig, NormalizeConfig

@@ -116,7 +116,7 @@ class DedupConfig:
     union_find_edge_limit: Annotated[int, Field(ge=0)] = 1_000_000
     # Documents per batch while computing keys (normalize, shingle, sign): bounds an actor's memory.
     batch_documents: Positive = 2000
-    # Actors computing the keys, one CPU each; input blocks are shared out among them.
+    # Tasks computing the keys at once, one CPU each (two shares of the documents per task slot).
     key_workers: Positive = 2
     # Target size of one shuffle partition; it bounds the memory of every reduce task.
     partition_mb: Annotated[float, Field(gt=0)] = 64.0

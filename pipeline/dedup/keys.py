@@ -1,14 +1,12 @@
 """Each alive document's bucket keys: its exact-duplicate key and one key per LSH band.
 
-``DocumentKeyer`` runs over document batches (``map_batches`` on an actor pool) and appends the keys
+``DocumentKeyer`` runs over document batches (``map_batches`` on warm workers) and appends the keys
 as list columns, so the documents and their keys are computed in one pass over the upstream pipeline.
 ``key_rows`` turns those lists into one row per (key, document): the index rows, and, as graph
 nodes (``to_bucket_rows``), the input of the bucket shuffle.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +18,7 @@ from pipeline.dedup.exact import exact_keys
 from pipeline.dedup.index import INDEX_SCHEMA
 from pipeline.dedup.lsh import BUCKET_SCHEMA, EXACT_BAND, band_keys
 from pipeline.dedup.minhash import Signer
-from pipeline.dedup.normalize import normalize, strip_punctuation
+from pipeline.dedup.normalize import normalize
 from pipeline.dedup.nodes import NEW, to_nodes
 from pipeline.documents import alive_mask
 
@@ -32,9 +30,8 @@ class DocumentKeyer:
     """Appends three list columns to each batch: key halves and band (``EXACT_BAND`` for the exact key).
 
     Dropped documents get empty lists. A document whose text has no shingles gets no band keys.
-    A callable class, so each actor draws the permutations and builds its hash tables once and then
-    takes batch after batch: Ray Data keeps actors fed, where one task per batch leaves a gap between
-    tasks that costs a quarter of the keying time on two cores.
+    A callable class, so each worker process draws the permutations once and then takes batch after
+    batch (``actor_pool.map_in_shares``).
     """
 
     def __init__(self, config: DedupConfig):
@@ -44,20 +41,18 @@ class DocumentKeyer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         config = self.config
         alive = np.flatnonzero(alive_mask(batch).to_numpy(zero_copy_only=False))
-        texts = [text or "" for text in batch["text"].take(alive).to_pylist()]
+        texts = batch["text"].take(alive)
         scopes = document_scopes(batch, alive, config.group_by)
 
         key_hi, key_lo, band, present = [], [], [], []
-        exact_texts: list[str] | None = None
         if config.exact.enabled:
-            exact_texts = [normalize(text, config.exact.normalize) for text in texts]
-            hi, lo = exact_keys(exact_texts, scopes)
+            hi, lo = exact_keys([normalize(text or "", config.exact.normalize) for text in texts.to_pylist()], scopes)
             key_hi.append(hi[:, None])
             key_lo.append(lo[:, None])
             band.append(np.full((len(texts), 1), EXACT_BAND, dtype=np.int16))
             present.append(np.ones((len(texts), 1), dtype=bool))
         if self.signer is not None:
-            signatures, has_shingles = self._signatures(texts, exact_texts)
+            signatures, has_shingles = self.signer(texts)
             hi, lo = band_keys(signatures, config.minhash.rows, scope_hashes(scopes))
             key_hi.append(hi)
             key_lo.append(lo)
@@ -75,23 +70,6 @@ class DocumentKeyer:
         for name, flat in values.items():
             batch = batch.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(flat)))
         return batch
-
-    def _signatures(self, texts: list[str], exact_texts: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-        """MinHash signatures, starting from the exact-normalized texts when that saves work.
-
-        With the default settings MinHash normalizes as exact hashing does and then also strips
-        punctuation; stripping the exact-normalized text gives the same text without redoing NFC
-        and case folding (and punctuation turned to spaces needs no new collapsing for words).
-        """
-        config = self.config
-        wanted = config.minhash.normalize
-        if exact_texts is None or config.exact.normalize != replace(wanted, strip_punctuation=False):
-            return self.signer(texts)
-        if wanted.strip_punctuation:
-            exact_texts = [strip_punctuation(text) for text in exact_texts]
-            if wanted.collapse_whitespace and config.minhash.shingle == "char":
-                exact_texts = [" ".join(text.split()) for text in exact_texts]
-        return self.signer.of_normalized(exact_texts)
 
 
 def key_rows(batch: pa.Table) -> pa.Table:

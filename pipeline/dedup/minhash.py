@@ -9,12 +9,13 @@ uint32 numpy arrays, where the wraparound is the modulo.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.dedup.config import MinHashConfig, NormalizeConfig
-from pipeline.dedup.normalize import normalize
 from pipeline.dedup.shingles import ShingleHasher
 
 EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for a permutation that saw no shingle
@@ -48,20 +49,15 @@ class Signer:
 
     def __init__(self, config: MinHashConfig):
         self.config = config
-        self.normalize_config = signing_normalization(config)
-        self.hasher = ShingleHasher(config)
+        self.hasher = ShingleHasher(config, signing_normalization(config))
         a, b = permutations(config.num_perm, config.permutation_seed)
         # Column vectors: the permutation work runs as (num_perm x shingles) arrays whose long
         # axis is the contiguous one, several times faster in numpy than the transpose.
         self.a, self.b = a[:, None], b[:, None]
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(signatures[n, num_perm] uint32, has_shingles[n] bool)``. A text with no shingles
-        (empty once normalized) has an all-EMPTY signature and must not be bucketed."""
-        return self.of_normalized([normalize(text, self.normalize_config) for text in texts])
-
-    def of_normalized(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """As ``__call__``, for texts already normalized as ``config.normalize`` says."""
+        (empty once normalized, or null) has an all-EMPTY signature and must not be bucketed."""
         hashes, counts = self.hasher(texts)
         return self.sign(hashes, counts), counts > 0
 

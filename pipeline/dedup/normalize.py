@@ -33,7 +33,7 @@ def strip_punctuation(text: str) -> str:
     regex on text that is not pure ASCII, which is most web text (curly quotes, dashes).
     """
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    hits = _is_punctuation()[codepoints]
+    hits = is_punctuation()[codepoints]
     if not hits.any():
         return text
     return np.where(hits, _SPACE, codepoints).astype(np.uint32).tobytes().decode("utf-32-le")
@@ -41,12 +41,12 @@ def strip_punctuation(text: str) -> str:
 
 # Unicode assigns punctuation and symbols only below this: planes 2 and 3 hold ideographs, plane 14
 # tags and variation selectors, planes 15 and 16 private use (a test checks it for this Python).
-_PUNCTUATION_BELOW = 0x20000
+PUNCTUATION_BELOW = 0x20000
 
 
 @cache
-def _is_punctuation() -> np.ndarray:
+def is_punctuation() -> np.ndarray:
     """A flag per code point; built once per process (a few hundredths of a second)."""
     flags = np.zeros(sys.maxunicode + 1, dtype=bool)
-    flags[:_PUNCTUATION_BELOW] = [unicodedata.category(chr(c))[0] in "PS" for c in range(_PUNCTUATION_BELOW)]
+    flags[:PUNCTUATION_BELOW] = [unicodedata.category(chr(c))[0] in "PS" for c in range(PUNCTUATION_BELOW)]
     return flags

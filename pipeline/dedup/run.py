@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline.actor_pool import map_with_class
+from pipeline.actor_pool import map_in_shares
 from pipeline.config import ConfigError
 from pipeline.dedup.components import star_rounds, union_find
 from pipeline.dedup.config import DedupConfig
@@ -70,14 +70,12 @@ def deduplicate(ds: ray.data.Dataset, config: DedupConfig, previous_index: list[
     if config.minhash.enabled:
         logger.debug("dedup MinHash-LSH %s", describe_s_curve(config.minhash.bands, config.minhash.rows))
 
-    # Upstream steps run first: the key actors may hold every CPU, and a task of an upstream step
-    # left waiting for one would wait forever. (A no-op for a materialized dataset, as the build's.)
+    # Materialized first: the key step cuts its shares by row count. (A no-op for the build's
+    # dataset, which is materialized already.)
     ds = ds.materialize()
-    # An actor per input block at most: a block goes to one actor, so more would start for nothing.
-    blocks = ds.num_blocks()
-    keyed = map_with_class(
-        ds, DocumentKeyer, workers=max(1, min(config.key_workers, blocks)), one_block=blocks == 1,
-        constructor_kwargs={"config": config}, batch_size=config.batch_documents, batch_format="pyarrow",
+    keyed = map_in_shares(
+        ds, DocumentKeyer, workers=config.key_workers, rows_per_call=config.batch_documents,
+        constructor_kwargs={"config": config}, batch_format="pyarrow",
     ).materialize()
     documents = keyed.drop_columns(list(KEY_COLUMNS))
     document_schema = pa.schema([f for f in keyed.schema().base_schema if f.name not in KEY_COLUMNS])

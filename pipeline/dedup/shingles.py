@@ -9,8 +9,9 @@ Two hash functions, both named by the config with their seed:
 - ``xxh3_poly``: each unit is hashed once with xxh3-64; the shingle's hash is the polynomial
   ``sum(u_k * P**(n-1-k)) mod 2**64`` of its unit hashes, of which we keep the top 32 bits (the
   best-mixed ones of a multiplicative hash). Units repeat far more than shingles, so a batch hashes
-  each distinct unit once (Arrow splits and dictionary-encodes the words in C++) and numpy combines
-  all windows at once: no Python call per word or shingle.
+  each distinct unit once (``words.split_words`` normalizes, splits and dictionary-encodes a batch's
+  words on its UTF-8 bytes) and numpy combines all windows at once: no Python call per word or
+  shingle.
 - ``xxh32``: xxh32 of the written-out shingle's UTF-8 bytes, one Python call per shingle.
 
 ``reference_hash`` computes either from one written-out shingle, the form that
@@ -19,15 +20,16 @@ Two hash functions, both named by the config with their seed:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import chain
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
-from pipeline.dedup.config import MinHashConfig
+from pipeline.dedup.config import MinHashConfig, NormalizeConfig
+from pipeline.dedup.normalize import normalize
+from pipeline.dedup.words import split_words
 
 POLY_MULTIPLIER = 0x9E3779B97F4A7C15  # odd, so multiplying by it is a bijection mod 2**64
 _MASK64 = (1 << 64) - 1
@@ -66,40 +68,36 @@ def reference_hash(config: MinHashConfig) -> Callable[[bytes], int]:
 
 
 class ShingleHasher:
-    """Hashes the shingles of batches of normalized texts; keeps the character hash table it builds."""
+    """Normalizes batches of texts and hashes their shingles; keeps the character hash table it builds."""
 
-    def __init__(self, config: MinHashConfig):
+    def __init__(self, config: MinHashConfig, normalization: NormalizeConfig):
         self.config = config
+        self.normalization = normalization
         if config.shingle == "char":  # a hash per code point, filled in as code points show up
             self._char_hash = np.zeros(_UNICODE_SIZE, dtype=np.uint64)
             self._char_known = np.zeros(_UNICODE_SIZE, dtype=bool)
 
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Every shingle's 32-bit hash, text after text, and how many shingles each text has."""
+    def __call__(self, texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every shingle's 32-bit hash, text after text, and how many shingles each text has.
+        Null texts have none."""
+        if self.config.shingle == "word" and self.config.hash_function == "xxh3_poly":
+            return _polynomial_windows(*self._word_hashes(texts), self.config.ngram)
+        if not isinstance(texts, Sequence):
+            texts = texts.to_pylist()
+        texts = [normalize(text or "", self.normalization) for text in texts]
         if self.config.hash_function == "xxh32":
             per_text = [shingle_strings(units(text, self.config), self.config) for text in texts]
             seed = self.config.hash_seed
             flat = [xxhash.xxh32_intdigest(s.encode(), seed) for s in chain.from_iterable(per_text)]
             counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
             return np.array(flat, dtype=np.uint32), counts
-        unit_values, lengths = self._word_hashes(texts) if self.config.shingle == "word" else self._char_hashes(texts)
-        return _polynomial_windows(unit_values, lengths, self.config.ngram)
+        return _polynomial_windows(*self._char_hashes(texts), self.config.ngram)
 
-    def _word_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # Arrow's whitespace is exactly str.isspace, so this is text.split() for every text once the
-        # empty strings (around leading, trailing and repeated whitespace) are left out.
-        words = pc.utf8_split_whitespace(pa.array(texts, pa.large_string()))
-        flat = pc.list_flatten(words)
-        nonempty = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-        offsets = words.offsets.to_numpy()
-        lengths = np.add.reduceat(np.append(nonempty, False).astype(np.int64), offsets[:-1]) * (np.diff(offsets) > 0)
-        encoded = flat.filter(nonempty).dictionary_encode()
+    def _word_hashes(self, texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        words = split_words(texts, self.normalization)
         seed = self.config.hash_seed
-        # The words' UTF-8 bytes straight from Arrow (a cast, no copy): no str object, no encode.
-        utf8_words = encoded.dictionary.cast(pa.large_binary()).to_pylist()
-        distinct = [xxhash.xxh3_64_intdigest(word, seed) for word in utf8_words]
-        values = np.array(distinct, dtype=np.uint64)[encoded.indices.to_numpy()]
-        return values, lengths
+        distinct = np.array([xxhash.xxh3_64_intdigest(word, seed) for word in words.distinct], dtype=np.uint64)
+        return distinct[words.indices], words.counts
 
     def _char_hashes(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         codepoints = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)

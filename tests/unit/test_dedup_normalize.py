@@ -8,7 +8,7 @@ import unicodedata
 import numpy as np
 
 from pipeline.dedup.config import NormalizeConfig
-from pipeline.dedup.normalize import _is_punctuation, normalize, strip_punctuation
+from pipeline.dedup.normalize import is_punctuation, normalize, strip_punctuation
 
 
 def test_default_normalization_ignores_composition_case_and_spacing():
@@ -38,4 +38,4 @@ def test_strip_punctuation_keeps_text_without_any():
 def test_punctuation_table_covers_every_code_point_this_python_knows():
     """Built from the planes that hold punctuation and symbols only; the rest must hold none."""
     every = np.array([unicodedata.category(chr(c))[0] in "PS" for c in range(sys.maxunicode + 1)])
-    assert np.array_equal(_is_punctuation(), every)
+    assert np.array_equal(is_punctuation(), every)
