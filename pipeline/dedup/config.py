@@ -114,7 +114,7 @@ class DedupConfig:
     # At or below this many candidate edges, connected components run as one union-find on the
     # driver and the decisions are broadcast to the document blocks. Above it, both run distributed.
     union_find_edge_limit: Annotated[int, Field(ge=0)] = 1_000_000
-    # Documents per batch while computing keys (normalize, shingle, sign): bounds an actor's memory.
+    # Documents per call while computing keys (normalize, shingle, sign): bounds a key task's memory.
     batch_documents: Positive = 2000
     # Tasks computing the keys at once, one CPU each (two shares of the documents per task slot).
     key_workers: Positive = 2

@@ -171,8 +171,7 @@ def _casefolded(utf8: Utf8) -> tuple[np.ndarray, np.ndarray]:
     that change), and a flag on the first byte of each character that folds otherwise."""
     data = _ASCII_LOWER[utf8.data]
     folded_to, folds = _folding()
-    inside = utf8.codepoints < TABLE_SIZE
-    fold = np.where(inside, folds[np.where(inside, utf8.codepoints, 0)], _UNCHANGED)
+    fold = _in_table(folds, utf8.codepoints)  # past the table: 0, _UNCHANGED
     for length in (2, 3, 4):
         at = (fold == _SAME_LENGTH) & (utf8.lengths == length)
         _write_utf8(data, utf8.leads[at], folded_to[utf8.codepoints[at]], length)
